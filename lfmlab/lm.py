@@ -1,0 +1,186 @@
+"""Causal-LM helpers shared by every text method: encode (prompt, target) pairs, score them,
+look at the next-token distribution.
+
+Conventions, used everywhere in lfmlab:
+
+* a *prompt* ends just before the answer ("The capital of Peru is"); a *target* is the answer
+  without its leading space ("Lima"). The target is encoded as the continuation " Lima", so
+  multi-token targets are handled exactly (the byte-level BPE never merges across a space);
+* prompts are encoded with the tokenizer's special tokens (world-lm adds a BOS), targets without;
+* batches are right-padded; under causal attention padding on the right never changes the
+  logits of real positions.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def encode_prompt(tokenizer, prompt: str) -> list[int]:
+    """Token ids of a prompt (with the tokenizer's special tokens). Raises on an empty prompt."""
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ValueError("The prompt is empty: type some text, e.g. 'The capital of Peru is'.")
+    return list(tokenizer(prompt.rstrip())["input_ids"])
+
+
+def encode_target(tokenizer, target: str) -> list[int]:
+    """Token ids of the continuation ``" " + target``. Raises when the target does not tokenise."""
+    if not isinstance(target, str) or not target.strip():
+        raise ValueError("The target is empty: give the answer text, e.g. 'Lima'.")
+    ids = list(tokenizer(" " + target.strip(), add_special_tokens=False)["input_ids"])
+    unk = getattr(tokenizer, "unk_token_id", None)
+    if not ids or (unk is not None and unk in ids):
+        raise ValueError(f"The target {target!r} does not tokenise cleanly with this tokenizer "
+                         f"(got {ids}); use plain text the tokenizer can encode.")
+    return ids
+
+
+@dataclass
+class PairBatch:
+    """Right-padded (prompt + target) sequences.
+
+    input_ids, attention_mask: [B, T]; labels: [B, T] with the target token ids at the target
+    positions and -100 elsewhere (the transformers convention, so ``model(..., labels=labels)``
+    gives the mean target-token loss). ``prompt_len`` [B]: where each target starts.
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    labels: torch.Tensor
+    prompt_len: torch.Tensor
+
+    def to(self, device: torch.device) -> "PairBatch":
+        return PairBatch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.labels,
+                                                   self.prompt_len)))
+
+
+def pair_batch(tokenizer, prompts: list[str], targets: list[str],
+               device: torch.device | None = None) -> PairBatch:
+    """Encode and right-pad ``prompts[i] + " " + targets[i]`` for teacher-forced scoring/training."""
+    if len(prompts) != len(targets):
+        raise ValueError(f"{len(prompts)} prompts but {len(targets)} targets")
+    seqs, starts, tgts = [], [], []
+    for p, t in zip(prompts, targets):
+        pid, tid = encode_prompt(tokenizer, p), encode_target(tokenizer, t)
+        seqs.append(pid + tid)
+        starts.append(len(pid))
+        tgts.append(tid)
+    width = max(len(s) for s in seqs)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    input_ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros_like(input_ids)
+    labels = torch.full_like(input_ids, -100)
+    for i, (s, start, tid) in enumerate(zip(seqs, starts, tgts)):
+        input_ids[i, :len(s)] = torch.tensor(s)
+        mask[i, :len(s)] = 1
+        labels[i, start:start + len(tid)] = torch.tensor(tid)
+    batch = PairBatch(input_ids, mask, labels, torch.tensor(starts))
+    return batch.to(device) if device is not None else batch
+
+
+def target_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sequence target log-probability and exact match from logits [B, T, V], labels [B, T].
+
+    Returns (logprob_sum [B], exact [B] bool): exact means every target token is the argmax
+    under teacher forcing, i.e. greedy decoding would produce the whole target.
+    """
+    shift_logits, shift_labels = logits[:, :-1], labels[:, 1:]
+    is_target = shift_labels != -100
+    safe = shift_labels.clamp_min(0)
+    logp = F.log_softmax(shift_logits.float(), dim=-1)
+    tok_logp = logp.gather(-1, safe.unsqueeze(-1)).squeeze(-1) * is_target
+    hit = (shift_logits.argmax(-1) == safe) | ~is_target
+    return tok_logp.sum(-1), hit.all(-1)
+
+
+@dataclass
+class Scores:
+    """Scores of N (prompt, target) pairs: total log-prob, target length, greedy exact match."""
+
+    logprob: torch.Tensor  # [N]
+    n_tokens: torch.Tensor  # [N]
+    exact: torch.Tensor  # [N] bool
+
+    @property
+    def prob(self) -> torch.Tensor:
+        return self.logprob.exp()
+
+
+@torch.no_grad()
+def score(model: nn.Module, tokenizer, prompts: list[str], targets: list[str],
+          batch_size: int = 128) -> Scores:
+    """Teacher-forced scores of ``targets`` after ``prompts`` (on the model's device, CPU result)."""
+    device = _model_device(model)
+    out_lp, out_n, out_ex = [], [], []
+    for i in range(0, len(prompts), batch_size):
+        b = pair_batch(tokenizer, prompts[i:i + batch_size], targets[i:i + batch_size], device)
+        logits = model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits
+        lp, ex = target_logprobs(logits, b.labels)
+        out_lp.append(lp.cpu())
+        out_ex.append(ex.cpu())
+        out_n.append((b.labels != -100).sum(-1).cpu())
+    if not out_lp:
+        empty = torch.empty(0)
+        return Scores(empty, empty.long(), empty.bool())
+    return Scores(torch.cat(out_lp), torch.cat(out_n), torch.cat(out_ex))
+
+
+def exact_match(model: nn.Module, tokenizer, prompts: list[str], targets: list[str],
+                batch_size: int = 128) -> float:
+    """Share of pairs whose whole target is what greedy decoding would produce."""
+    if not prompts:
+        return float("nan")
+    return score(model, tokenizer, prompts, targets, batch_size).exact.float().mean().item()
+
+
+@torch.no_grad()
+def next_token_probs(model: nn.Module, tokenizer, prompts: list[str]) -> torch.Tensor:
+    """Next-token distributions [N, V] after each prompt (right-padded batch)."""
+    ids = [encode_prompt(tokenizer, p) for p in prompts]
+    width = max(len(s) for s in ids)
+    input_ids = torch.zeros(len(ids), width, dtype=torch.long)
+    mask = torch.zeros_like(input_ids)
+    for i, s in enumerate(ids):
+        input_ids[i, :len(s)] = torch.tensor(s)
+        mask[i, :len(s)] = 1
+    device = _model_device(model)
+    logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
+    last = torch.tensor([len(s) - 1 for s in ids], device=device)
+    return logits[torch.arange(len(ids), device=device), last].float().softmax(-1).cpu()
+
+
+def top_k(model: nn.Module, tokenizer, prompt: str, k: int = 10) -> list[tuple[str, float]]:
+    """The k most likely next tokens after ``prompt`` as (token text, probability)."""
+    if not 1 <= int(k) <= len(tokenizer):
+        raise ValueError(f"k must be between 1 and the vocabulary size {len(tokenizer)}, got {k}.")
+    probs = next_token_probs(model, tokenizer, [prompt])[0]
+    values, idx = probs.topk(int(k))
+    return [(tokenizer.decode([int(i)]), float(v)) for v, i in zip(values, idx)]
+
+
+@torch.no_grad()
+def greedy(model: nn.Module, tokenizer, prompt: str, max_new_tokens: int = 8,
+           stop_at: str = ".") -> str:
+    """Greedy continuation of ``prompt`` (stops after ``stop_at`` or the end-of-text token)."""
+    ids = encode_prompt(tokenizer, prompt)
+    device = _model_device(model)
+    limit = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", 2048)
+    new: list[int] = []
+    for _ in range(max_new_tokens):
+        if len(ids) + len(new) >= limit:
+            break
+        logits = model(input_ids=torch.tensor([ids + new], device=device)).logits[0, -1]
+        nxt = int(logits.argmax())
+        if nxt == tokenizer.eos_token_id:
+            break
+        new.append(nxt)
+        if stop_at and stop_at in tokenizer.decode([nxt]):
+            break
+    return tokenizer.decode(new)

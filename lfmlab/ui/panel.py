@@ -1,0 +1,141 @@
+"""The panel pattern (DESIGN.md §4): a traitlets model, a thin ipywidgets view, ``run()`` and ``demo()``.
+
+A panel subclass declares its state as traits, and implements
+
+* ``controls()``: the input widgets, each linked to a trait with :meth:`Panel.bind`;
+* ``check()``: raise :class:`BadInput` with a what-and-how-to-fix message for a bad state;
+* ``compute()``: call the method layer and return a result (no widget code in here);
+* ``render(result)``: draw the result into the view.
+
+``run()`` is what the button does: check, compute, store ``result``, render. A bad value shows
+a message in the panel and changes nothing (``result`` and every model stay as they were);
+an unexpected error is shown too, and never escapes into the kernel. Heavy work runs only on
+the button, never on import or on a slider drag. ``demo(**values)`` sets controls and presses
+the button: notebooks call it in smoke mode so every callback runs under papermill.
+"""
+from __future__ import annotations
+
+import html
+import time
+import traceback
+from typing import Any
+
+import ipywidgets as W
+import traitlets
+from traitlets import Any as AnyTrait
+from traitlets import Bool, HasTraits, Unicode
+
+
+class BadInput(ValueError):
+    """A problem with what the user asked for: shown in the panel, nothing is changed."""
+
+
+class Panel(HasTraits):
+    """Base class of every lfmlab panel."""
+
+    title: str = "lfmlab panel"
+    button_label: str = "Run"
+
+    message = Unicode("")
+    ok = Bool(True)
+    busy = Bool(False)
+    result = AnyTrait(None, allow_none=True)
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self._view: W.Widget | None = None
+        self.button = W.Button(description=self.button_label, button_style="primary", icon="play")
+        self.button.on_click(lambda _: self.run())
+        self.status = W.HTML()
+        self.output = W.Output()
+        self.observe(self._show_message, names=["message", "ok", "busy"])
+
+    # ---- to implement -------------------------------------------------------------------
+    def controls(self) -> list[W.Widget]:
+        return []
+
+    def check(self) -> None:
+        """Raise BadInput for a bad state."""
+
+    def compute(self) -> Any:
+        raise NotImplementedError
+
+    def render(self, result: Any) -> None:
+        with self.output:
+            print(result)
+
+    def summary(self, result: Any) -> str:
+        """One line shown after a successful run."""
+        return "done"
+
+    # ---- the pattern --------------------------------------------------------------------
+    def bind(self, widget: W.ValueWidget, trait: str) -> W.ValueWidget:
+        """Link ``widget.value`` both ways to the trait ``trait`` and return the widget."""
+        widget.value = getattr(self, trait)
+        traitlets.link((widget, "value"), (self, trait))
+        return widget
+
+    def run(self) -> Any:
+        """Check, compute, store and render. Returns the result, or None after a shown error."""
+        if self.busy:
+            return None
+        try:
+            self.check()
+        except (BadInput, ValueError, KeyError, traitlets.TraitError) as err:
+            return self.fail(err)
+        self.busy = True
+        self.message = "running…"
+        start = time.perf_counter()
+        try:
+            result = self.compute()
+        except (BadInput, ValueError, KeyError, traitlets.TraitError) as err:
+            return self.fail(err)
+        except Exception as err:  # never let a callback kill the kernel: show it instead
+            with self.output:
+                traceback.print_exc()
+            return self.fail(err, unexpected=True)
+        finally:
+            self.busy = False
+        self.result = result
+        self.ok = True
+        self.message = f"{self.summary(result)} ({time.perf_counter() - start:.1f}s)"
+        self.render(result)
+        return result
+
+    def fail(self, err: BaseException, unexpected: bool = False) -> None:
+        text = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+        prefix = f"Unexpected {type(err).__name__}: " if unexpected else ""
+        self.ok = False
+        self.message = prefix + str(text)
+        return None
+
+    def demo(self, **values: Any) -> Any:
+        """Set controls to ``values``, press the button, and fail loudly if the run failed."""
+        for name, value in values.items():
+            if not self.has_trait(name):
+                raise AttributeError(f"{type(self).__name__} has no control {name!r}")
+            setattr(self, name, value)
+        self.widget  # build the view, as a user would see it
+        self.button.click()
+        if not self.ok:
+            raise RuntimeError(f"{type(self).__name__}.demo failed: {self.message}")
+        return self.result
+
+    @property
+    def widget(self) -> W.Widget:
+        if self._view is None:
+            header = W.HTML(f"<b>{html.escape(self.title)}</b>")
+            self._view = W.VBox([header, *self.controls(), W.HBox([self.button, self.status]), self.output])
+            self._show_message()
+        return self._view
+
+    def _show_message(self, *_: Any) -> None:
+        color = "#555" if self.ok else "#b00020"
+        icon = "⏳ " if self.busy else ("" if self.ok else "⚠ ")
+        self.status.value = f"<span style='color:{color}'>{icon}{html.escape(self.message)}</span>"
+        self.button.disabled = self.busy
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)

@@ -1,0 +1,59 @@
+"""Every notebook is a test: it runs headless with smoke parameters, within its time budget,
+and its checks cells assert the effects it teaches."""
+import json
+import subprocess
+
+import nbformat
+import pytest
+from papermill.exceptions import PapermillExecutionError
+
+from harness import ROOT, discover, dirty, execute
+
+NOTEBOOKS = discover()
+
+
+def test_there_are_notebooks():
+    names = {p.name for p in NOTEBOOKS}
+    assert "01_learn_from_model.ipynb" in names, names
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[f"{p.parent.name}/{p.name}" for p in NOTEBOOKS])
+def test_notebook_smoke(path, tmp_path, notebook_durations):
+    notebook_durations[f"{path.parent.name}/{path.name}"] = execute(path, tmp_path)
+
+
+def test_committed_notebooks_are_clean():
+    tracked = subprocess.run(["git", "ls-files", "*.ipynb"], cwd=ROOT, capture_output=True, text=True).stdout.split()
+    paths = {ROOT / t for t in tracked} | set(NOTEBOOKS)
+    problems = {p.name: dirty(p) for p in paths if dirty(p)}
+    assert not problems, f"notebooks must be committed clean, with a parameters cell: {problems}"
+
+
+def _tiny_notebook(tmp_path, body: str):
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell("SMOKE = False")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(body)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = tmp_path / "tiny.ipynb"
+    path.write_text(json.dumps(nb))
+    return path
+
+
+def test_harness_fails_on_a_broken_notebook(tmp_path):
+    path = _tiny_notebook(tmp_path, "assert SMOKE is True\nraise RuntimeError('boom')")
+    with pytest.raises(PapermillExecutionError, match="boom"):
+        execute(path, tmp_path / "out")
+
+
+def test_harness_rejects_an_unknown_parameter(tmp_path):
+    path = _tiny_notebook(tmp_path, "print('fine')")
+    with pytest.raises(ValueError, match="NOT_A_PARAMETER"):
+        execute(path, tmp_path / "out", {"SMOKE": True, "NOT_A_PARAMETER": 1})
+
+
+def test_harness_enforces_the_time_budget(tmp_path):
+    path = _tiny_notebook(tmp_path, "import time; time.sleep(4)")
+    with pytest.raises(Exception):
+        execute(path, tmp_path / "out", budget_s=1.0)
