@@ -43,7 +43,7 @@ def random_model(arch: str = "gpt2", seed: int = 0, **sizes: int):
 
     s = {**TINY, **sizes}
     if arch == "gpt2":
-        config = GPT2Config(n_embd=s["hidden"], n_layer=s["layers"], n_head=s["heads"],
+        config = GPT2Config(n_embd=s["hidden"], n_layer=s["layers"], n_head=s["heads"], bos_token_id=0, eos_token_id=0,
                             vocab_size=s["vocab"], n_positions=s["positions"])
     elif arch == "gpt_neox":
         config = GPTNeoXConfig(hidden_size=s["hidden"], num_hidden_layers=s["layers"],

@@ -1,0 +1,1 @@
+"""Model editing (survey §6): locate (causal tracing), then edit."""
