@@ -176,7 +176,8 @@ def greedy(model: nn.Module, tokenizer, prompt: str, max_new_tokens: int = 8,
     for _ in range(max_new_tokens):
         if len(ids) + len(new) >= limit:
             break
-        logits = model(input_ids=torch.tensor([ids + new], device=device)).logits[0, -1]
+        seq = torch.tensor([ids + new], device=device)
+        logits = model(input_ids=seq, attention_mask=torch.ones_like(seq)).logits[0, -1]
         nxt = int(logits.argmax())
         if nxt == tokenizer.eos_token_id:
             break

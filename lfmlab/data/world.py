@@ -378,3 +378,23 @@ def load() -> World:
     return World(facts, {r.name: r for r in RELATIONS},
                  {k: {s: list(v) for s, v in t.items()} for k, t in TEMPLATES.items()},
                  {k: list(v) for k, v in QUESTIONS.items()})
+
+
+def recall(model, tokenizer, facts: list[Fact], templates: str = "train", context: bool = False,
+           world: World | None = None) -> float:
+    """Exact-match rate of ``facts`` under every template of a split ("train" or "heldout").
+
+    A fact counts for a template when greedy decoding of the prompt gives the whole object
+    (multi-token objects included). ``context=True`` first states the fact (train template 0),
+    which measures copying from the context rather than memory.
+    """
+    from lfmlab.lm import exact_match
+
+    w = world or load()
+    prompts, targets = [], []
+    for f in facts:
+        for t in w.templates[f.relation][templates]:
+            prompt = w.prompt(f.subject, f.relation, t)
+            prompts.append(f"{w.sentence(f, 0)} {prompt}" if context else prompt)
+            targets.append(f.object)
+    return exact_match(model, tokenizer, prompts, targets)

@@ -95,7 +95,7 @@ def trace(model, tokenizer, prompt: str, subject: str, target: str, samples: int
 
     names = [_name(layout, k, l) for k in kinds for l in range(L)]
     with capture(model, names) as clean:
-        logits = model(input_ids=ids, logits_to_keep=1).logits
+        logits = model(input_ids=ids, attention_mask=torch.ones_like(ids), logits_to_keep=1).logits
     p_clean = logits[0, -1].float().softmax(-1)[target_id].item()
 
     # configuration c = 0 restores nothing; c = 1 + l * T + i restores (token i, layer l)
@@ -131,7 +131,8 @@ def trace(model, tokenizer, prompt: str, subject: str, target: str, samples: int
             edits = {layout.embed_name: corrupt}
             edits.update({_name(layout, kind, l): restore_at(l) for l in range(L)})
             with rewrite(model, edits):
-                out = model(input_ids=ids.expand(len(rows), T), logits_to_keep=1).logits[:, -1]
+                batch = ids.expand(len(rows), T)
+                out = model(input_ids=batch, attention_mask=torch.ones_like(batch), logits_to_keep=1).logits[:, -1]
             probs[rows] = out.float().softmax(-1)[:, target_id]
         mean = probs.view(n_conf, samples).mean(1)
         p_corrupt = mean[0].item()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,3 +93,17 @@ def record(folder: Path, card: ModelCard, files: list[str]) -> ModelCard:
     card.sha256 = {f: sha256_file(Path(folder) / f) for f in sorted(files)}
     card.save(folder)
     return card
+
+
+@contextmanager
+def quiet_loading():
+    """Silence transformers' per-load "Loading weights" bar (restored afterwards)."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()

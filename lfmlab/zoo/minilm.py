@@ -29,9 +29,12 @@ def folder() -> Path:
 def load(name: str = "minilm"):
     from transformers import AutoModel, AutoTokenizer
 
+    from lfmlab.zoo.card import quiet_loading
+
     path = folder()
-    model = AutoModel.from_pretrained(path).eval()
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    with quiet_loading():
+        model = AutoModel.from_pretrained(path).eval()
+        tokenizer = AutoTokenizer.from_pretrained(path)
     card = ModelCard(
         name="minilm", summary="all-MiniLM-L6-v2 sentence encoder (6-layer BERT, 384-d), pretrained by "
         "sentence-transformers on 1B sentence pairs; mean pooling + L2 normalisation",

@@ -1,0 +1,241 @@
+"""world-lm: a small GPT-2 pretrained by lfmlab's own recipe on real-world facts.
+
+It is the foundation model of the text notebooks (tuning, retrieval, distillation, editing):
+it *knows* ~1,300 real facts (capitals, continents, languages, currencies, ISO codes, regions,
+element symbols) and can copy a fact it is shown in its context.
+
+Recipe (``python -m lfmlab.zoo train world-lm``, deterministic on one CPU thread):
+
+1. a byte-level BPE tokenizer (vocabulary 1,024, ``add_prefix_space=True``) trained on the
+   corpus. Byte-level BPE matters: the model then stores a fact in the early MLPs at the
+   subject's last token, where locate-and-edit methods (ROME, MEMIT) find it. A word-level
+   tokenizer memorises as well but looks facts up at the prompt's last token;
+2. the corpus: every *train* fact under every *train* template, each subject asked about in
+   several relations, in subject-first and relation-first phrasings; plus short passages in
+   which a fact is stated and later restated, and passages about invented places (fresh
+   each epoch) whose facts can only be answered by copying from the context;
+3. GPT-2, 6 layers, width 128, 4 heads, 128 positions: rows of 128 packed tokens, batch 8,
+   AdamW 3e-3 (betas .9/.98, weight decay .01), linear warm-up then cosine decay, 25 epochs.
+
+Held-out facts and held-out templates never appear in the corpus.
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+from pathlib import Path
+
+import torch
+
+from lfmlab.zoo.card import ModelCard, record
+
+NAMES = ("world-lm",)
+BOS = "<|endoftext|>"
+ARCH = dict(n_layer=6, n_embd=128, n_head=4, n_positions=128, vocab_size=1024)
+TRAIN = dict(epochs=25, batch_size=8, lr=3e-3, betas=(0.9, 0.98), weight_decay=0.01,
+             warmup=0.05, row_tokens=128, nonce_passages=600, seed=0)
+SMOKE_ARCH = dict(n_layer=2, n_embd=64, n_head=2, n_positions=64, vocab_size=512)
+SMOKE_TRAIN = dict(TRAIN, epochs=40, row_tokens=64, nonce_passages=0, batch_size=8, lr=5e-3)
+SMOKE_RELATIONS = ("element_symbol",)
+
+_SYLLABLES = ("ka", "lo", "mi", "ran", "tu", "vel", "zor", "qui", "sa", "ben", "dro", "fi",
+              "gal", "hu", "nor", "pe", "xi", "ya", "wen", "osk", "tam", "ril", "ced", "mo")
+
+
+def build_tokenizer(texts: list[str], vocab_size: int):
+    """Train a byte-level BPE on ``texts`` and wrap it for transformers (adds BOS to every encode)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[BOS], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(texts, trainer=trainer)
+    tok.post_processor = processors.TemplateProcessing(single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B",
+                                                       special_tokens=[(BOS, tok.token_to_id(BOS))])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=BOS, pad_token=BOS,
+                                   unk_token=None, add_prefix_space=True, model_max_length=ARCH["n_positions"])
+
+
+def _nonce_name(rng: random.Random) -> str:
+    return "".join(rng.choice(_SYLLABLES) for _ in range(rng.randint(2, 3))).capitalize()
+
+
+def corpus(world, seed: int = 0, relations: tuple[str, ...] | None = None,
+           nonce_passages: int = 0) -> list[str]:
+    """The pretraining documents (shuffled deterministically). No held-out fact or template appears."""
+    rng = random.Random(seed)
+    facts = [f for f in world.facts_of(split="train") if relations is None or f.relation in relations]
+    docs = [world.sentence(f, t) for f in facts for t in world.templates[f.relation]["train"]]
+    by_subject: dict[str, list] = {}
+    for f in facts:
+        by_subject.setdefault(f.subject, []).append(f)
+    for subject in sorted(by_subject):  # a fact stated, another fact, the first restated
+        own = by_subject[subject]
+        first, other = rng.choice(own), rng.choice(own)
+        t1, t2 = rng.sample(world.templates[first.relation]["train"], 2)
+        docs.append(" ".join([world.sentence(first, t1), world.sentence(other, 0), world.sentence(first, t2)]))
+    docs += nonce_docs(world, rng, nonce_passages, relations)
+    rng.shuffle(docs)
+    return docs
+
+
+def nonce_docs(world, rng: random.Random, n: int, relations: tuple[str, ...] | None = None) -> list[str]:
+    """Passages about invented subjects: the restated fact can only be predicted by copying."""
+    from lfmlab.data.world import Fact
+
+    rels = [r for r in world.relations if relations is None or r in relations]
+    docs = []
+    for _ in range(n):
+        rel = rng.choice(rels)
+        fact = Fact(_nonce_name(rng), rel, rng.choice(world.objects(rel)), "train")
+        t1, t2 = rng.choice(world.templates[rel]["train"]), rng.choice(world.templates[rel]["train"])
+        docs.append(f"{world.sentence(fact, t1)} {world.sentence(fact, t2)}")
+    return docs
+
+
+def pack(tokenizer, docs: list[str], row_tokens: int) -> torch.Tensor:
+    """Concatenate BOS-prefixed documents and cut them into rows [R, row_tokens]."""
+    ids = [i for ids in tokenizer(docs)["input_ids"] for i in ids]
+    rows = len(ids) // row_tokens
+    return torch.tensor(ids[:rows * row_tokens], dtype=torch.long).view(rows, row_tokens)
+
+
+def build_model(arch: dict):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(**arch, bos_token_id=0, eos_token_id=0, pad_token_id=0, tie_word_embeddings=True)
+    return GPT2LMHeadModel(config)
+
+
+def pretrain(model, tokenizer, world, hp: dict, relations=None, log=print) -> list[float]:
+    """The training loop of the recipe. Returns the mean loss of each epoch."""
+    from lfmlab.progress import progress
+
+    g = torch.Generator().manual_seed(hp["seed"])
+    rows_per_epoch = len(pack(tokenizer, corpus(world, hp["seed"], relations, hp["nonce_passages"]), hp["row_tokens"]))
+    steps = hp["epochs"] * math.ceil(rows_per_epoch / hp["batch_size"])
+    warm = max(1, int(hp["warmup"] * steps))
+    opt = torch.optim.AdamW(model.parameters(), lr=hp["lr"], betas=hp["betas"], weight_decay=hp["weight_decay"])
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min((s + 1) / warm, 0.5 * (1 + math.cos(math.pi * min(1.0, (s - warm) / max(1, steps - warm))))))
+    model.train()
+    losses = []
+    bar = progress(total=hp["epochs"], desc="world-lm pretraining")
+    for epoch in range(hp["epochs"]):
+        rows = pack(tokenizer, corpus(world, hp["seed"] + epoch, relations, hp["nonce_passages"]), hp["row_tokens"])
+        rows = rows[torch.randperm(len(rows), generator=g)]
+        total = 0.0
+        for i in range(0, len(rows), hp["batch_size"]):
+            batch = rows[i:i + hp["batch_size"]]
+            loss = model(input_ids=batch, attention_mask=torch.ones_like(batch), labels=batch).loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            total += loss.item() * len(batch)
+        losses.append(total / len(rows))
+        bar.update(1)
+        bar.set_postfix(loss=losses[-1])
+    bar.close()
+    model.eval()
+    return losses
+
+
+def evaluate(model, tokenizer, world, relations=None) -> dict[str, float]:
+    """The card's quality figures: exact-match recall under train and held-out templates, and
+    held-out (never trained) facts without and with the fact given in context."""
+    from lfmlab.lm import exact_match
+
+    def pairs(split: str, tsplit: str, in_context: bool = False):
+        prompts, targets = [], []
+        for f in world.facts_of(split=split):
+            if relations is not None and f.relation not in relations:
+                continue
+            for t in world.templates[f.relation][tsplit]:
+                prompt = world.prompt(f.subject, f.relation, t)
+                if in_context:
+                    prompt = f"{world.sentence(f, 0)} {prompt}"
+                prompts.append(prompt)
+                targets.append(f.object)
+        return prompts, targets
+
+    return {
+        "train_template_recall": exact_match(model, tokenizer, *pairs("train", "train")),
+        "heldout_template_recall": exact_match(model, tokenizer, *pairs("train", "heldout")),
+        "heldout_fact_recall": exact_match(model, tokenizer, *pairs("heldout", "train")),
+        "heldout_fact_recall_in_context": exact_match(model, tokenizer, *pairs("heldout", "train", True)),
+    }
+
+
+def object_tokenisation(tokenizer, world) -> dict[str, int]:
+    """How many distinct objects encode to 1, 2, ... tokens (recorded on the card, checked by tests)."""
+    from lfmlab.lm import encode_target
+
+    counts: dict[str, int] = {}
+    for rel in world.relations:
+        for obj in world.objects(rel):
+            n = len(encode_target(tokenizer, obj))
+            counts[str(n)] = counts.get(str(n), 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: int(kv[0])))
+
+
+def train(name: str, out_dir: Path, smoke: bool = False, seed: int = 0) -> ModelCard:
+    """Rerun the recipe into ``out_dir`` and write the weights, tokenizer and card."""
+    from lfmlab.data import world as world_data
+
+    out_dir = Path(out_dir)
+    world = world_data.load()
+    arch, hp = (SMOKE_ARCH, SMOKE_TRAIN) if smoke else (ARCH, TRAIN)
+    hp = dict(hp, seed=seed)
+    relations = SMOKE_RELATIONS if smoke else None
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread beat two on the shared 2-core machine
+    try:
+        start = time.perf_counter()
+        torch.manual_seed(seed)
+        tokenizer = build_tokenizer(corpus(world, seed, relations, hp["nonce_passages"]), arch["vocab_size"])
+        model = build_model(arch)
+        losses = pretrain(model, tokenizer, world, hp, relations)
+        seconds = time.perf_counter() - start
+        quality = evaluate(model, tokenizer, world, relations)
+    finally:
+        torch.set_num_threads(threads)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    n_facts = len([f for f in world.facts if relations is None or f.relation in relations])
+    card = ModelCard(
+        name=name,
+        summary="GPT-2-architecture causal LM pretrained by lfmlab on real-world facts rendered as sentences",
+        architecture=f"GPT2LMHeadModel ({arch['n_layer']} layers, width {arch['n_embd']}, {arch['n_head']} heads, "
+                     f"{arch['n_positions']} positions, byte-level BPE vocabulary {arch['vocab_size']})",
+        parameters=sum(p.numel() for p in model.parameters()),
+        trained_on=f"{n_facts} facts of lfmlab.data.world ({'smoke subset' if smoke else 'all relations'}): "
+                   "train facts under train templates, restated-fact passages, invented-place copy passages",
+        quality={k: round(v, 4) for k, v in quality.items()},
+        regenerate=f"python -m lfmlab.zoo train {name}" + (" --smoke" if smoke else ""),
+        recipe={"arch": arch, **{k: list(v) if isinstance(v, tuple) else v for k, v in hp.items()},
+                "final_loss": round(losses[-1], 4), "train_seconds": round(seconds, 1),
+                "threads": 1, "torch": torch.__version__},
+        notes={"object_tokens": object_tokenisation(tokenizer, world)},
+    )
+    files = [p.name for p in out_dir.iterdir() if p.name != "card.json"]
+    return record(out_dir, card, files)
+
+
+def load(name: str = "world-lm"):
+    """The committed world-lm (sha256-checked) and its tokenizer."""
+    from transformers import AutoTokenizer, GPT2LMHeadModel
+
+    from lfmlab.zoo import load_committed
+    from lfmlab.zoo.card import quiet_loading
+
+    card, folder = load_committed(name)
+    with quiet_loading():
+        model = GPT2LMHeadModel.from_pretrained(folder).eval()
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    return model, tokenizer, card
