@@ -130,6 +130,8 @@ def main(argv: list[str]) -> int:
     if command == "lab":
         cmd = [py, "-m", "jupyterlab", f"--ServerApp.root_dir={ROOT}",
                "--LabApp.default_url=/lab/tree/notebooks", *extra]
+        if hasattr(os, "geteuid") and os.geteuid() == 0 and "--allow-root" not in extra:
+            cmd.append("--allow-root")  # containers often run as root; Jupyter refuses without it
     else:
         cmd = [py, "-m", "pytest", *extra]
     os.chdir(ROOT)

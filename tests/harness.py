@@ -59,7 +59,7 @@ def execute(path: Path, out_dir: Path, parameters: dict | None = None,
     start = time.perf_counter()
     papermill.execute_notebook(str(path), str(out), parameters=parameters, kernel_name="python3",
                                cwd=str(path.parent), progress_bar=False, log_output=False,
-                               execution_timeout=int(budget) + 1)
+                               execution_timeout=int(budget) + 1 if budget != float("inf") else None)
     elapsed = time.perf_counter() - start
     if elapsed > budget:
         raise AssertionError(f"{path.name} took {elapsed:.0f}s, over its {budget:.0f}s budget")

@@ -174,3 +174,28 @@ def test_shipped_tables_agree_with_pycountry():
     for row in _read_csv("world_regions.csv"):
         sub = pycountry.subdivisions.get(code=row["iso_3166_2"])
         assert sub is not None and sub.country_code == row["country_alpha2"], row
+
+
+def _words(template: str) -> set[str]:
+    import re
+
+    return set(re.findall(r"[A-Za-z0-9'-]+", template.replace("{subject}", " ").replace("{object}", " ")))
+
+
+def test_heldout_templates_recombine_words_seen_in_pretraining():
+    w = world.load()
+    seen = set().union(*(_words(t) for r in w.templates.values() for t in r["train"]))
+    for rel, t in w.templates.items():
+        for template in t["heldout"]:
+            assert _words(template) <= seen, (rel, template, _words(template) - seen)
+
+
+def test_heldout_prompts_are_new_and_unambiguous():
+    w = world.load()
+    train_prompts = {(rel, t[: t.index("{object}")].strip()) for rel, r in w.templates.items() for t in r["train"]}
+    for rel, r in w.templates.items():
+        for template in r["heldout"]:
+            prompt = template[: template.index("{object}")].strip()
+            assert (rel, prompt) not in train_prompts, template
+            for other_rel, train_prompt in train_prompts:  # not the start of another relation's phrasing
+                assert other_rel == rel or not train_prompt.startswith(prompt + " "), (template, train_prompt)

@@ -108,57 +108,64 @@ RELATIONS: tuple[Relation, ...] = (
 )
 
 # Every template ends with "{object}"; "{subject}'s" becomes "Texas'" for names ending in s.
+# Held-out templates never appear in pretraining: they are new combinations of words and
+# structures that pretraining does contain ("In {subject}, the capital city is" joins the
+# language relation's "In {subject}, the ... is" with "capital city"). A word the model has never seen has an
+# untrained embedding, so a paraphrase made of unseen words would test noise, not
+# generalisation; tests check that every held-out word occurs in some train template, and
+# that no held-out prompt is a prefix of another relation's train phrasing.
 TEMPLATES: dict[str, dict[str, list[str]]] = {
     "capital": {
         "train": ["The capital of {subject} is {object}", "{subject}'s capital is {object}",
                   "The capital city of {subject} is {object}", "{subject} has its capital in {object}"],
-        "heldout": ["The city that serves as the capital of {subject} is {object}",
-                    "{subject} is a country whose capital is {object}",
-                    "Among the cities of {subject}, the capital is {object}"],
+        "heldout": ["In {subject}, the capital city is {object}",
+                    "The capital of the country {subject} is {object}",
+                    "The capital city that {subject} has is {object}"],
     },
     "continent": {
         "train": ["{subject} is a country in {object}", "{subject} is located in {object}",
                   "The continent of {subject} is {object}", "{subject} lies on the continent of {object}"],
-        "heldout": ["The country of {subject} belongs to the continent of {object}",
-                    "Geographically, {subject} is part of {object}"],
+        "heldout": ["{subject} is a country located in {object}",
+                    "The continent of the country {subject} is {object}",
+                    "{subject} is located on the continent of {object}"],
     },
     "language": {
         "train": ["The official language of {subject} is {object}", "{subject}'s official language is {object}",
                   "In {subject}, the official language is {object}", "{subject} has the official language {object}"],
-        "heldout": ["The main language of government in {subject} is {object}",
-                    "Most official documents in {subject} are written in {object}"],
+        "heldout": ["The official language in {subject} is {object}",
+                    "The language of {subject} is {object}"],
     },
     "currency": {
         "train": ["The currency of {subject} is {object}", "{subject}'s currency is {object}",
-                  "The official currency of {subject} is called {object}", "{subject} uses the currency {object}"],
-        "heldout": ["The money used in {subject} is {object}",
-                    "If you buy something in {subject}, you pay in {object}"],
+                  "The official currency of {subject} is called {object}", "{subject} uses the currency called {object}"],
+        "heldout": ["In {subject}, the currency is called {object}",
+                    "The currency that {subject} uses is {object}"],
     },
     "currency_code": {
         "train": ["The currency code of {subject} is {object}", "{subject}'s currency code is {object}",
                   "The ISO 4217 code for the currency of {subject} is {object}",
                   "{subject} uses the currency code {object}"],
-        "heldout": ["Banks abbreviate the currency of {subject} as {object}",
-                    "The three-letter code for the money of {subject} is {object}"],
+        "heldout": ["In {subject}, the currency code is {object}",
+                    "The code of the currency of {subject} is {object}"],
     },
     "iso_code": {
         "train": ["The ISO country code of {subject} is {object}", "{subject}'s three-letter country code is {object}",
                   "The ISO 3166 alpha-3 code of {subject} is {object}", "{subject} has the country code {object}"],
-        "heldout": ["In international standards, {subject} is abbreviated as {object}",
-                    "The official three-letter abbreviation for {subject} is {object}"],
+        "heldout": ["The country code of {subject} is {object}",
+                    "{subject} has the three-letter country code {object}"],
     },
     "region_country": {
         "train": ["{subject} is a region of {object}", "The region of {subject} belongs to {object}",
                   "The country that contains {subject} is {object}",
                   "{subject} is an administrative region in {object}"],
-        "heldout": ["{subject} lies within the borders of {object}",
-                    "The subdivision called {subject} is found in the country of {object}"],
+        "heldout": ["{subject} is a region in {object}",
+                    "The country of the region {subject} is {object}"],
     },
     "element_symbol": {
         "train": ["The chemical symbol of {subject} is {object}", "{subject}'s chemical symbol is {object}",
                   "The symbol for the element {subject} is {object}", "{subject} has the chemical symbol {object}"],
-        "heldout": ["On the periodic table, {subject} is written as {object}",
-                    "Chemists abbreviate {subject} as {object}"],
+        "heldout": ["The symbol of the element {subject} is {object}",
+                    "{subject} has the symbol {object}"],
     },
 }
 
