@@ -25,7 +25,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     for name, secs in sorted(_DURATIONS.items()):
         terminalreporter.write_line(f"{secs:7.1f}  {name}")
     terminalreporter.write_line(f"{sum(_DURATIONS.values()):7.1f}  total")
-    config.cache.set("lfmlab/notebook_durations", _DURATIONS)
+    if getattr(config, "cache", None) is not None:  # absent under -p no:cacheprovider
+        config.cache.set("lfmlab/notebook_durations", _DURATIONS)
     out = Path(config.rootpath) / ".pytest_cache" / "notebook_durations.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(_DURATIONS, indent=1))
