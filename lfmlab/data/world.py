@@ -344,9 +344,22 @@ class World:
                 chosen.append(f)
         return [self._edit_request(f, rng, n_neighbours) for f in chosen]
 
-    def _edit_request(self, fact: Fact, rng: random.Random, n_neighbours: int) -> EditRequest:
+    def edit_request(self, subject: str, relation: str, target_new: str, n_neighbours: int = 10,
+                     seed: int = 0) -> EditRequest:
+        """A request to make the model say ``target_new`` for (subject, relation). Raises KeyError
+        for an unknown subject or relation and ValueError when nothing would change."""
+        fact = self.lookup(subject, relation)
+        if not target_new or not target_new.strip():
+            raise ValueError("The new object is empty: type what the model should say instead.")
+        if target_new.strip() == fact.object:
+            raise ValueError(f"{subject!r} already has {relation} {fact.object!r}: choose a different new object.")
+        return self._edit_request(fact, random.Random(seed), n_neighbours, target_new.strip())
+
+    def _edit_request(self, fact: Fact, rng: random.Random, n_neighbours: int,
+                      target_new: str | None = None) -> EditRequest:
         rel = fact.relation
-        target_new = rng.choice([o for o in self.objects(rel) if o != fact.object])
+        if target_new is None:
+            target_new = rng.choice([o for o in self.objects(rel) if o != fact.object])
         others = [f for f in self.facts_of(rel, "train") if f.subject != fact.subject]
         same_object = [f for f in others if f.object == fact.object]
         rest = [f for f in others if f.object != fact.object]

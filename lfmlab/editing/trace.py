@@ -35,11 +35,12 @@ def _name(layout: Layout, kind: str, layer: int) -> str:
     return {"hidden": layout.block_name, "mlp": layout.mlp_name, "attn": layout.attn_name}[kind](layer)
 
 
-def subject_span(tokenizer, prompt: str, subject: str) -> tuple[int, int]:
-    """Token positions [start, end) of ``subject`` in the encoded ``prompt`` (first occurrence)."""
-    if not subject or subject not in prompt:
+def subject_span(tokenizer, prompt: str, subject: str, char_from: int = 0) -> tuple[int, int]:
+    """Token positions [start, end) of ``subject`` in the encoded ``prompt``: its first
+    occurrence at or after character ``char_from`` (use it to skip a prefix)."""
+    if not subject or subject not in prompt[char_from:]:
         raise ValueError(f"The subject {subject!r} does not occur in the prompt {prompt!r}.")
-    c0 = prompt.rstrip().index(subject)
+    c0 = prompt.rstrip().index(subject, char_from)
     c1 = c0 + len(subject)
     enc = tokenizer(prompt.rstrip(), return_offsets_mapping=True)
     special = set(getattr(tokenizer, "all_special_ids", []))

@@ -13,9 +13,15 @@ Recipe (``python -m lfmlab.zoo train world-lm``, deterministic on one CPU thread
 2. the corpus: every *train* fact under every *train* template, each subject asked about in
    several relations, in subject-first and relation-first phrasings; plus short passages in
    which a fact is stated and later restated, and passages about invented places (fresh
-   each epoch) whose facts can only be answered by copying from the context;
-3. GPT-2, 6 layers, width 128, 4 heads, 128 positions: rows of 128 packed tokens, batch 8,
-   AdamW 3e-3 (betas .9/.98, weight decay .01), linear warm-up then cosine decay, 25 epochs.
+   each epoch, half of them with invented objects too) whose restated fact can only be
+   predicted by copying from the context; and passages that state a *random* object for a
+   real subject and then restate it (fresh objects each epoch). Without these the model
+   copies only for subjects it does not know: for a known country it answers from memory
+   even right after reading the answer (held-out facts in context: 49% -> 89% with them);
+3. GPT-2, 6 layers, width 128, 4 heads, 128 positions, **no dropout** (dropout 0.1 cut
+   train-template recall from 98% to 67% at 25 epochs): rows of 128 packed tokens, batch 8,
+   AdamW 3e-3 (betas .9/.98, weight decay .01), linear warm-up then cosine decay, 40 epochs
+   (25 epochs: 98% train-template but 87% held-out-template recall; 40: 99.9% and 99.7%).
 
 Held-out facts and held-out templates never appear in the corpus.
 """
@@ -32,11 +38,14 @@ from lfmlab.zoo.card import ModelCard, record
 
 NAMES = ("world-lm",)
 BOS = "<|endoftext|>"
-ARCH = dict(n_layer=6, n_embd=128, n_head=4, n_positions=128, vocab_size=1024)
-TRAIN = dict(epochs=25, batch_size=8, lr=3e-3, betas=(0.9, 0.98), weight_decay=0.01,
-             warmup=0.05, row_tokens=128, nonce_passages=600, seed=0)
-SMOKE_ARCH = dict(n_layer=2, n_embd=64, n_head=2, n_positions=64, vocab_size=512)
-SMOKE_TRAIN = dict(TRAIN, epochs=40, row_tokens=64, nonce_passages=0, batch_size=8, lr=5e-3)
+ARCH = dict(n_layer=6, n_embd=128, n_head=4, n_positions=128, vocab_size=1024,
+            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)  # no dropout: it slows memorising facts
+TRAIN = dict(epochs=40, batch_size=8, lr=3e-3, betas=(0.9, 0.98), weight_decay=0.01,
+             warmup=0.05, row_tokens=128, nonce_passages=1000, counterfactual_passages=600, seed=0)
+NONCE_OBJECT_SHARE = 0.5
+SMOKE_ARCH = dict(ARCH, n_layer=2, n_embd=64, n_head=2, n_positions=64, vocab_size=512)
+SMOKE_TRAIN = dict(TRAIN, epochs=40, row_tokens=64, nonce_passages=0, counterfactual_passages=0,
+                   batch_size=8, lr=5e-3)
 SMOKE_RELATIONS = ("element_symbol",)
 
 _SYLLABLES = ("ka", "lo", "mi", "ran", "tu", "vel", "zor", "qui", "sa", "ben", "dro", "fi",
@@ -65,7 +74,7 @@ def _nonce_name(rng: random.Random) -> str:
 
 
 def corpus(world, seed: int = 0, relations: tuple[str, ...] | None = None,
-           nonce_passages: int = 0) -> list[str]:
+           nonce_passages: int = 0, counterfactual_passages: int = 0) -> list[str]:
     """The pretraining documents (shuffled deterministically). No held-out fact or template appears."""
     rng = random.Random(seed)
     facts = [f for f in world.facts_of(split="train") if relations is None or f.relation in relations]
@@ -78,22 +87,53 @@ def corpus(world, seed: int = 0, relations: tuple[str, ...] | None = None,
         first, other = rng.choice(own), rng.choice(own)
         t1, t2 = rng.sample(world.templates[first.relation]["train"], 2)
         docs.append(" ".join([world.sentence(first, t1), world.sentence(other, 0), world.sentence(first, t2)]))
-    docs += nonce_docs(world, rng, nonce_passages, relations)
+    docs += nonce_docs(world, rng, nonce_passages, relations, NONCE_OBJECT_SHARE)
+    docs += counterfactual_docs(facts, world, rng, counterfactual_passages)
     rng.shuffle(docs)
     return docs
 
 
-def nonce_docs(world, rng: random.Random, n: int, relations: tuple[str, ...] | None = None) -> list[str]:
-    """Passages about invented subjects: the restated fact can only be predicted by copying."""
+def _nonce_object(relation: str, objects: list[str], rng: random.Random) -> str:
+    """An invented object shaped like the relation's real ones (3-letter code, symbol, name)."""
+    upper = "ABCDEFGHIJKLMNOPRSTUVWYZ"
+    if all(len(o) == 3 and o.isupper() for o in objects):
+        return "".join(rng.choice(upper) for _ in range(3))
+    if all(len(o) <= 3 and o[0].isupper() for o in objects):
+        return rng.choice(upper) + rng.choice("abdeghiklmnorstuy") * rng.randint(0, 1)
+    return _nonce_name(rng)
+
+
+def nonce_docs(world, rng: random.Random, n: int, relations: tuple[str, ...] | None = None,
+               nonce_object_share: float = 0.5) -> list[str]:
+    """Passages about invented subjects, stated then restated: the restatement can only be
+    predicted by copying from the context. Half of them also invent the object, so that the
+    model learns to copy strings it has never seen (as held-out facts are, in retrieval)."""
     from lfmlab.data.world import Fact
 
     rels = [r for r in world.relations if relations is None or r in relations]
     docs = []
     for _ in range(n):
         rel = rng.choice(rels)
-        fact = Fact(_nonce_name(rng), rel, rng.choice(world.objects(rel)), "train")
+        objects = world.objects(rel)
+        obj = _nonce_object(rel, objects, rng) if rng.random() < nonce_object_share else rng.choice(objects)
+        fact = Fact(_nonce_name(rng), rel, obj, "train")
         t1, t2 = rng.choice(world.templates[rel]["train"]), rng.choice(world.templates[rel]["train"])
         docs.append(f"{world.sentence(fact, t1)} {world.sentence(fact, t2)}")
+    return docs
+
+
+def counterfactual_docs(facts: list, world, rng: random.Random, n: int) -> list[str]:
+    """Passages that state a *random* object for a real (subject, relation) and then restate it.
+    The restatement can only be predicted from the context, against the model's memory: this is
+    what teaches a model to use retrieved text about subjects it already knows something about.
+    Objects are drawn afresh each epoch, so no false fact is ever repeated."""
+    from dataclasses import replace
+
+    docs = []
+    for f in rng.sample(facts, min(n, len(facts))):
+        other = replace(f, object=rng.choice([o for o in world.objects(f.relation) if o != f.object]))
+        t1, t2 = rng.choice(world.templates[f.relation]["train"]), rng.choice(world.templates[f.relation]["train"])
+        docs.append(f"{world.sentence(other, t1)} {world.sentence(other, t2)}")
     return docs
 
 
@@ -116,7 +156,8 @@ def pretrain(model, tokenizer, world, hp: dict, relations=None, log=print) -> li
     from lfmlab.progress import progress
 
     g = torch.Generator().manual_seed(hp["seed"])
-    rows_per_epoch = len(pack(tokenizer, corpus(world, hp["seed"], relations, hp["nonce_passages"]), hp["row_tokens"]))
+    docs = lambda seed: corpus(world, seed, relations, hp["nonce_passages"], hp.get("counterfactual_passages", 0))  # noqa: E731
+    rows_per_epoch = len(pack(tokenizer, docs(hp["seed"]), hp["row_tokens"]))
     steps = hp["epochs"] * math.ceil(rows_per_epoch / hp["batch_size"])
     warm = max(1, int(hp["warmup"] * steps))
     opt = torch.optim.AdamW(model.parameters(), lr=hp["lr"], betas=hp["betas"], weight_decay=hp["weight_decay"])
@@ -126,7 +167,7 @@ def pretrain(model, tokenizer, world, hp: dict, relations=None, log=print) -> li
     losses = []
     bar = progress(total=hp["epochs"], desc="world-lm pretraining")
     for epoch in range(hp["epochs"]):
-        rows = pack(tokenizer, corpus(world, hp["seed"] + epoch, relations, hp["nonce_passages"]), hp["row_tokens"])
+        rows = pack(tokenizer, docs(hp["seed"] + epoch), hp["row_tokens"])
         rows = rows[torch.randperm(len(rows), generator=g)]
         total = 0.0
         for i in range(0, len(rows), hp["batch_size"]):
@@ -198,7 +239,8 @@ def train(name: str, out_dir: Path, smoke: bool = False, seed: int = 0) -> Model
     try:
         start = time.perf_counter()
         torch.manual_seed(seed)
-        tokenizer = build_tokenizer(corpus(world, seed, relations, hp["nonce_passages"]), arch["vocab_size"])
+        tokenizer = build_tokenizer(corpus(world, seed, relations, hp["nonce_passages"],
+                                           hp["counterfactual_passages"]), arch["vocab_size"])
         model = build_model(arch)
         losses = pretrain(model, tokenizer, world, hp, relations)
         seconds = time.perf_counter() - start
@@ -215,7 +257,7 @@ def train(name: str, out_dir: Path, smoke: bool = False, seed: int = 0) -> Model
                      f"{arch['n_positions']} positions, byte-level BPE vocabulary {arch['vocab_size']})",
         parameters=sum(p.numel() for p in model.parameters()),
         trained_on=f"{n_facts} facts of lfmlab.data.world ({'smoke subset' if smoke else 'all relations'}): "
-                   "train facts under train templates, restated-fact passages, invented-place copy passages",
+                   "train facts under train templates, restated-fact passages, invented-place and counterfactual copy passages",
         quality={k: round(v, 4) for k, v in quality.items()},
         regenerate=f"python -m lfmlab.zoo train {name}" + (" --smoke" if smoke else ""),
         recipe={"arch": arch, **{k: list(v) if isinstance(v, tuple) else v for k, v in hp.items()},
