@@ -39,7 +39,6 @@ def headless_env() -> None:
     os.environ["LFMLAB_HEADLESS"] = "1"
     os.environ.setdefault("JUPYTER_PREFER_ENV_PATH", "1")
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
-    os.environ.setdefault("MPLBACKEND", "Agg")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
