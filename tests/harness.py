@@ -54,6 +54,7 @@ def execute(path: Path, out_dir: Path, parameters: dict | None = None,
     parameters = dict(SMOKE_PARAMETERS if parameters is None else parameters)
     budget = budget_s if budget_s is not None else BUDGET_S.get(path.name, DEFAULT_BUDGET_S)
     check_parameters(path, parameters)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
     out = Path(out_dir) / path.name
     start = time.perf_counter()
     papermill.execute_notebook(str(path), str(out), parameters=parameters, kernel_name="python3",
