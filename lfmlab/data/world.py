@@ -321,7 +321,10 @@ class World:
         """``n`` edit requests on train facts of distinct subjects, the same for the same seed.
 
         The new target is another object of the same relation. Neighbourhood prompts come first
-        from other subjects that share the true object (as in CounterFact), then from the rest.
+        from other subjects that share the true object (as in CounterFact), then from the rest;
+        they never name a subject edited by another request of the batch, so that the
+        neighbourhood stays out of scope when all the requests are applied together (MEMIT,
+        sequential editing).
         """
         names = list(self.relations) if relations is None else list(relations)
         for name in names:
@@ -342,7 +345,7 @@ class World:
             if f.subject not in seen:
                 seen.add(f.subject)
                 chosen.append(f)
-        return [self._edit_request(f, rng, n_neighbours) for f in chosen]
+        return [self._edit_request(f, rng, n_neighbours, exclude=seen) for f in chosen]
 
     def edit_request(self, subject: str, relation: str, target_new: str, n_neighbours: int = 10,
                      seed: int = 0) -> EditRequest:
@@ -356,11 +359,11 @@ class World:
         return self._edit_request(fact, random.Random(seed), n_neighbours, target_new.strip())
 
     def _edit_request(self, fact: Fact, rng: random.Random, n_neighbours: int,
-                      target_new: str | None = None) -> EditRequest:
+                      target_new: str | None = None, exclude: set[str] = frozenset()) -> EditRequest:
         rel = fact.relation
         if target_new is None:
             target_new = rng.choice([o for o in self.objects(rel) if o != fact.object])
-        others = [f for f in self.facts_of(rel, "train") if f.subject != fact.subject]
+        others = [f for f in self.facts_of(rel, "train") if f.subject != fact.subject and f.subject not in exclude]
         same_object = [f for f in others if f.object == fact.object]
         rest = [f for f in others if f.object != fact.object]
         rng.shuffle(same_object)
