@@ -1,0 +1,75 @@
+"""Seconds per edit for each editor on world-lm, ROME's key covariance timed on its own, and
+MEMIT's batch throughput. One JSON line per measurement.
+
+    python benchmarks/editing.py              # device: cuda if available, else cpu
+    LFMLAB_DEVICE=cpu python benchmarks/editing.py --edits 20
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import lfmlab  # noqa: F401  (OMP_WAIT_POLICY before torch)
+
+
+def main() -> None:
+    import torch
+
+    from lfmlab import runtime, zoo
+    from lfmlab.data import world
+    from lfmlab.editing import covariance, ft, grace, kn, memit, mend, rome
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--edits", type=int, default=20)
+    parser.add_argument("--memit-batches", type=int, nargs="*", default=[10, 50, 100])
+    args = parser.parse_args()
+    dev = runtime.device()
+    wlm = zoo.load("world-lm", device=dev)
+    model, tok, W = wlm.model, wlm.tokenizer, world.load()
+    reqs = W.edit_requests(args.edits, seed=0)
+
+    def emit(method: str, size: int, seconds: float, **extra) -> None:
+        print(json.dumps({"device": str(dev), "method": method, "size": size, "seconds": round(seconds, 4),
+                          "per_edit_s": round(seconds / max(size, 1), 4), **extra}), flush=True)
+
+    start = time.perf_counter()
+    C = covariance.key_covariance(model, tok, 0, use_disk=False)
+    emit("rome-covariance", covariance.LAST.get("tokens", 0), time.perf_counter() - start, note="tokens, computed once")
+    editors = {
+        "ROME": lambda r: rome.edit(model, tok, r, cov=C),
+        "FT": lambda r: ft.edit(model, tok, r),
+        "FT-L": lambda r: ft.edit(model, tok, r, ft.FTL()),
+        "KN": lambda r: kn.edit(model, tok, r),
+    }
+    for name, fn in editors.items():
+        start = time.perf_counter()
+        for r in reqs:
+            fn(r)
+        emit(name, len(reqs), time.perf_counter() - start)
+    t = time.perf_counter()
+    editor = mend.train(model, tok, W, mend.MendConfig(steps=100), exclude_subjects={r.subject for r in reqs})
+    emit("MEND-training", 100, time.perf_counter() - t, note="editor steps")
+    start = time.perf_counter()
+    for r in reqs:
+        editor.edit(model, tok, r)
+    emit("MEND", len(reqs), time.perf_counter() - start)
+    g = grace.Grace(model, tok)
+    g.calibrate([W.prompt(f.subject, f.relation) for f in W.facts_of(split="train")[:200]], share=0.25)
+    start = time.perf_counter()
+    for r in reqs:
+        g.add(r)
+    emit("GRACE", len(reqs), time.perf_counter() - start)
+    g.remove()
+    for n in args.memit_batches:
+        batch = W.edit_requests(n, seed=1)
+        start = time.perf_counter()
+        memit.edit(model, tok, batch, covs={0: C})
+        seconds = time.perf_counter() - start
+        emit("MEMIT-batch", n, seconds, edits_per_s=round(n / seconds, 3))
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
+if __name__ == "__main__":
+    main()

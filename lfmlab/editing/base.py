@@ -1,0 +1,99 @@
+"""What every editor shares: edit requests, their validation, and weight deltas that are
+applied for a while and then taken back.
+
+Parameter-based editors (FT, KN, ROME, MEMIT, MEND) compute a :data:`Deltas` dict
+(parameter name -> change) and never leave the model changed:
+
+>>> deltas = rome.edit(model, tok, request).deltas
+>>> with applied(model, deltas):        # the edited model, inside the block only
+...     lm.top_k(model, tok, request.prompt)
+>>> edited = copy_with(model, deltas)   # or a separate edited copy
+
+Survey §6, eq. 15: an edit (x_e, y_e) should change f(x) to y_e for x in the edit's scope
+I(x_e) and leave f(x) unchanged outside it, O(x_e).
+"""
+from __future__ import annotations
+
+import copy
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from lfmlab.data.world import EditRequest
+from lfmlab.lm import encode_prompt, encode_target
+
+Deltas = dict[str, torch.Tensor]  # parameter name -> additive change, same shape as the parameter
+
+
+@dataclass
+class EditResult:
+    """What an editor returns: weight changes (empty for memory-based editors) and facts about it."""
+
+    deltas: Deltas = field(default_factory=dict)
+    seconds: float = 0.0
+    info: dict = field(default_factory=dict)
+
+
+class BadRequest(ValueError):
+    """An edit request that cannot be applied as asked; the message says how to fix it."""
+
+
+def validate(tokenizer, request: EditRequest, known_subjects: set[str] | None = None) -> None:
+    """Raise :class:`BadRequest` for a request no editor can honour. Nothing is changed."""
+    if not request.prompt or not request.prompt.strip():
+        raise BadRequest("The edit prompt is empty: give the start of a sentence that names the subject, "
+                         "e.g. 'The capital of Peru is'.")
+    if not request.subject or request.subject not in request.prompt:
+        raise BadRequest(f"The subject {request.subject!r} does not occur in the prompt {request.prompt!r}: "
+                         "locate-and-edit methods need the subject's tokens in the prompt.")
+    if known_subjects is not None and request.subject not in known_subjects:
+        raise BadRequest(f"Unknown subject {request.subject!r}: it is not in the world facts. "
+                         "Pick one from world.load().subjects().")
+    if request.target_new.strip() == request.target_true.strip():
+        raise BadRequest(f"The new object {request.target_new!r} equals the current one: nothing to edit.")
+    try:
+        encode_prompt(tokenizer, request.prompt)
+        encode_target(tokenizer, request.target_new)
+    except ValueError as err:
+        raise BadRequest(str(err)) from None
+
+
+@contextmanager
+def applied(model: nn.Module, deltas: Deltas) -> Iterator[nn.Module]:
+    """Add ``deltas`` to the model's parameters inside the block; restore them exactly on exit."""
+    params = dict(model.named_parameters())
+    missing = [n for n in deltas if n not in params]
+    if missing:
+        raise KeyError(f"the model has no parameters {missing}")
+    saved = {n: params[n].detach().clone() for n in deltas}
+    try:
+        with torch.no_grad():
+            for n, d in deltas.items():
+                params[n].add_(d.to(params[n].device, params[n].dtype))
+        yield model
+    finally:
+        with torch.no_grad():
+            for n, original in saved.items():
+                params[n].copy_(original)
+
+
+def copy_with(model: nn.Module, deltas: Deltas) -> nn.Module:
+    """A deep copy of ``model`` with ``deltas`` added (the original is untouched)."""
+    new = copy.deepcopy(model)
+    params = dict(new.named_parameters())
+    with torch.no_grad():
+        for n, d in deltas.items():
+            params[n].add_(d.to(params[n].device, params[n].dtype))
+    return new
+
+
+def merge(*all_deltas: Deltas) -> Deltas:
+    """Sum several delta dicts (sequential editing: each edit computed on the already-edited model)."""
+    out: Deltas = {}
+    for deltas in all_deltas:
+        for n, d in deltas.items():
+            out[n] = out[n] + d if n in out else d.clone()
+    return out

@@ -1,0 +1,105 @@
+"""MEMIT: Mass-Editing Memory in a Transformer (Meng, Sen Sharma, Andonian, Belinkov, Bau,
+ICLR 2023; survey §6.2.2).
+
+ROME rewrites one association in one layer. MEMIT inserts many at once, spread over a range
+of MLP layers R = {l_1 < ... < l_L}:
+
+1. for each edit i, a target z_i for the *residual stream* after the top layer l_L at the
+   subject's last token, found like ROME's v* (δ added to that hidden state, optimised so the
+   model says o*_i, with the KL essence term and a norm clamp);
+2. for each layer l in R, bottom to top, with the earlier layers' updates in place:
+   keys K = [k_i] at l (averaged over prefixes) and residuals R = [z_i - h_i] at the top,
+   shared out over the layers still to come (divide by L - position of l); then
+
+       ΔW_l = R Kᵀ (λ C_l + K Kᵀ)⁻¹
+
+   the least-squares update that writes all new associations while staying close to the
+   layer's old keys, whose covariance C_l is weighted by λ (``mom2_weight``).
+
+The model is unchanged on return; all edits come back as one delta.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from lfmlab.data.world import EditRequest
+from lfmlab.editing import rome
+from lfmlab.editing.base import EditResult, applied, merge, validate
+from lfmlab.editing.covariance import key_covariance
+from lfmlab.hooks import capture
+from lfmlab.lm import encode_prompt
+from lfmlab.progress import progress
+from lfmlab.zoo.layers import layers
+
+
+@dataclass
+class MemitConfig(rome.RomeConfig):
+    edit_layers: tuple[int, ...] = (0, 1, 2, 3)
+    mom2_weight: float = 100.0  # λ: weight of the old keys (C = E[kkᵀ]); ~1e4 suits GPT-J's 16k-dim keys, 100 world-lm's 512
+
+
+def _top_hidden(model, tokenizer, request: EditRequest, top: int) -> torch.Tensor:
+    """The residual stream after block ``top`` at the subject's last token of the bare prompt [d]."""
+    name = layers(model).block_name(top)
+    pos = rome._positions(tokenizer, [request.prompt], request.subject, [0])[0]
+    ids = torch.tensor([encode_prompt(tokenizer, request.prompt)], device=next(model.parameters()).device)
+    with torch.no_grad(), capture(model, [name]) as seen:
+        model(input_ids=ids, attention_mask=torch.ones_like(ids))
+    return seen[name][0, pos]
+
+
+def targets(model: nn.Module, tokenizer, requests: list[EditRequest], cfg: MemitConfig,
+            prefixes: list[str]) -> torch.Tensor:
+    """Step 1: the target z_i for the residual stream after the top edited layer, per request [n, d].
+    Each is independent of the others, so a batch can reuse them for any subset of its requests."""
+    module = layers(model).block_name(max(cfg.edit_layers))
+    return torch.stack([rome.compute_value(model, tokenizer, r, prefixes, cfg, module=module)[0]
+                        for r in progress(requests, desc="MEMIT targets")])
+
+
+def edit(model: nn.Module, tokenizer, requests: list[EditRequest], cfg: MemitConfig | None = None,
+         covs: dict[int, torch.Tensor] | None = None, prefixes: list[str] | None = None,
+         z: torch.Tensor | None = None) -> EditResult:
+    """Insert all ``requests`` at once. Returns the summed weight delta of every edited layer.
+    ``z`` [n, d]: the requests' targets from :func:`targets` (computed here when None)."""
+    cfg = cfg or MemitConfig()
+    for r in requests:
+        validate(tokenizer, r)
+    subjects = [r.subject for r in requests]
+    if len(set(subjects)) != len(subjects):
+        raise ValueError("MEMIT edits one fact per subject in a batch; split requests that share a subject.")
+    start = time.perf_counter()
+    layout = layers(model)
+    top = max(cfg.edit_layers)
+    was_training = model.training
+    model.eval()
+    prefixes = rome.random_prefixes(model, tokenizer, cfg.n_prefixes, cfg.prefix_tokens, cfg.seed) if prefixes is None else prefixes
+    covs = covs or {}
+    # 1. targets z_i for the residual stream after the top layer
+    z = targets(model, tokenizer, requests, cfg, prefixes) if z is None else z  # [n, d]
+    if z.shape[0] != len(requests):
+        raise ValueError(f"got {z.shape[0]} targets for {len(requests)} requests")
+    deltas: dict[str, torch.Tensor] = {}
+    for j, layer in enumerate(sorted(cfg.edit_layers)):
+        name = layout.mlp_out_name(layer)
+        module = model.get_submodule(name)
+        C = covs.get(layer)
+        if C is None:
+            C = key_covariance(model, tokenizer, layer)
+        with applied(model, deltas):
+            K = torch.stack([rome.compute_key(model, tokenizer, r.subject, r.prompt, prefixes, layer)[0]
+                             for r in requests])  # [n, 4d]
+            h = torch.stack([_top_hidden(model, tokenizer, r, top) for r in requests])  # [n, d]
+        R = (z - h) / (len(cfg.edit_layers) - j)  # [n, d] this layer's share of the residual
+        with torch.no_grad():
+            A = cfg.mom2_weight * C.to(K.device, torch.float64) + K.double().T @ K.double()  # [4d, 4d]
+            upd = torch.linalg.solve(A, K.double().T @ R.double()).to(K.dtype)  # (λC + KᵀK)⁻¹ Kᵀ R  [4d, d]
+        d = upd if type(module).__name__ == "Conv1D" else upd.T
+        deltas = merge(deltas, {f"{name}.weight": d})
+    model.train(was_training)
+    return EditResult(deltas, time.perf_counter() - start,
+                      {"layers": list(cfg.edit_layers), "n": len(requests), "mom2_weight": cfg.mom2_weight})

@@ -1,0 +1,199 @@
+"""Model editing on the committed world-lm: each editor does what its paper says, bad requests
+change nothing, and no editor leaves the model changed."""
+import pytest
+import torch
+
+from lfmlab import lm, zoo
+from lfmlab.data import world as world_data
+from lfmlab.data.world import EditRequest
+from lfmlab.editing import bench, covariance, ft, grace, kn, memit, mend, metrics, rome, serac
+from lfmlab.editing.base import BadRequest, applied, copy_with, validate
+from lfmlab.hooks import capture
+
+
+@pytest.fixture(scope="module")
+def wlm():
+    return zoo.load("world-lm", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def W():
+    return world_data.load()
+
+
+@pytest.fixture(scope="module")
+def requests(W):
+    return W.edit_requests(4, seed=11)
+
+
+@pytest.fixture(scope="module")
+def ref(wlm, requests):
+    return metrics.reference(wlm.model, wlm.tokenizer, requests)
+
+
+@pytest.fixture(scope="module")
+def cov(wlm):
+    return covariance.key_covariance(wlm.model, wlm.tokenizer, 0)
+
+
+def snapshot(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def unchanged(model, snap):
+    return all(torch.equal(snap[n], p) for n, p in model.named_parameters())
+
+
+def test_applied_restores_the_model_even_after_an_error(wlm):
+    snap = snapshot(wlm.model)
+    name = "transformer.h.0.mlp.c_proj.weight"
+    with pytest.raises(RuntimeError):
+        with applied(wlm.model, {name: torch.ones_like(snap[name])}):
+            assert not torch.equal(dict(wlm.model.named_parameters())[name], snap[name])
+            raise RuntimeError("boom")
+    assert unchanged(wlm.model, snap)
+
+
+def test_rome_writes_one_rank_one_association(wlm, requests, cov):
+    model, tok, r = wlm.model, wlm.tokenizer, requests[0]
+    snap = snapshot(model)
+    res = rome.edit(model, tok, r, rome.RomeConfig(), cov=cov)
+    assert unchanged(model, snap), "ROME must not change the model it was given"
+    (name, delta), = res.deltas.items()
+    assert name == zoo.layers(model).mlp_out_name(0) + ".weight"
+    sv = torch.linalg.svdvals(delta.double())
+    assert sv[1] / sv[0] < 1e-5  # rank one, up to float32 rounding
+    before = metrics.pair_stats(model, tok, [r.prompt] * 2, [r.target_new, r.target_true]).logprob
+    with applied(model, res.deltas):
+        after = metrics.pair_stats(model, tok, [r.prompt] * 2, [r.target_new, r.target_true]).logprob
+    assert before[0] < before[1] and after[0] > after[1]  # P(new) overtakes P(true)
+    assert unchanged(model, snap)
+
+
+def test_rome_maps_the_bare_prompt_key_to_the_optimised_value(wlm, requests, cov):
+    model, tok, r = wlm.model, wlm.tokenizer, requests[1]
+    cfg = rome.RomeConfig(v_steps=20)
+    prefixes = rome.random_prefixes(model, tok, 3, (5,), seed=0)
+    res = rome.edit(model, tok, r, cfg, cov=cov, prefixes=prefixes)
+    name = zoo.layers(model).mlp_out_name(0)
+    pos = rome._positions(tok, [r.prompt], r.subject, [0])[0]
+    ids = torch.tensor([lm.encode_prompt(tok, r.prompt)])
+    v_star, _, _ = rome.compute_value(model, tok, r, prefixes, cfg)
+    with applied(model, res.deltas), capture(model, [name]) as seen, torch.no_grad():
+        model(input_ids=ids)
+    assert torch.allclose(seen[name][0, pos], v_star, atol=1e-3)
+
+
+def test_ft_l_respects_its_norm_bound_and_ft_hurts_neighbours_more_than_rome(wlm, requests, ref, cov):
+    model, tok = wlm.model, wlm.tokenizer
+    res = ft.edit(model, tok, requests[0], ft.FTL(linf=2e-3))
+    assert max(d.abs().max().item() for d in res.deltas.values()) <= 2e-3 + 1e-7
+    s_ft, _ = bench.single(model, tok, requests, lambda r: ft.edit(model, tok, r), ref)
+    s_rome, _ = bench.single(model, tok, requests, lambda r: rome.edit(model, tok, r, rome.RomeConfig(), cov=cov), ref)
+    assert s_ft.efficacy == 1.0 and s_rome.efficacy >= 0.75
+    assert s_ft.neighbourhood < s_rome.neighbourhood - 0.2
+
+
+def test_kn_edits_only_the_located_neurons(wlm, requests):
+    model, tok = wlm.model, wlm.tokenizer
+    res = kn.edit(model, tok, requests[2])
+    neurons = res.info["neurons"]
+    touched = {(int(name.split(".")[2]), int(i)) for name, d in res.deltas.items()
+               for i in (d.abs().sum(1) > 0).nonzero().flatten()}
+    assert touched == set(neurons)
+
+
+def test_memit_edits_a_batch_in_the_chosen_layers(wlm, W, cov):
+    model, tok = wlm.model, wlm.tokenizer
+    reqs = W.edit_requests(6, seed=5)
+    ref = metrics.reference(model, tok, reqs)
+    snap = snapshot(model)
+    cfg = memit.MemitConfig(edit_layers=(0, 1))
+    prefixes = rome.random_prefixes(model, tok, 5, seed=0)
+    z = memit.targets(model, tok, reqs, cfg, prefixes)  # [6, d], reusable for any subset
+    with pytest.raises(ValueError, match="targets"):
+        memit.edit(model, tok, reqs[:3], cfg, covs={0: cov}, prefixes=prefixes, z=z)
+    res = memit.edit(model, tok, reqs, cfg, covs={0: cov}, prefixes=prefixes, z=z)
+    assert set(res.deltas) == {f"transformer.h.{l}.mlp.c_proj.weight" for l in (0, 1)}
+    assert unchanged(model, snap)
+    with applied(model, res.deltas):
+        scores = metrics.evaluate(model, tok, reqs, ref)
+    assert scores.efficacy >= 0.8 and scores.neighbourhood >= 0.8
+
+
+def test_an_untrained_mend_is_one_gradient_step(wlm, requests, W):
+    """MEND starts as the identity editor: ΔW = -η Σ_t u_t δ_tᵀ = -η ∇_W L."""
+    model, tok, r = wlm.model, wlm.tokenizer, requests[0]
+    editor = mend.Mend(model, mend.MendConfig(edit_layers=(0,)))
+    name = "transformer.h.0.mlp.c_proj.weight"
+    for ed in editor.editors:  # identity normalisation
+        ed.mu.zero_()
+        ed.sigma.fill_(1.0)
+    delta = editor.edit(model, tok, r).deltas[name]
+    b = lm.pair_batch(tok, [r.prompt], [r.target_new])
+    weight = dict(model.named_parameters())[name]
+    (grad,) = torch.autograd.grad(model(input_ids=b.input_ids, labels=b.labels).loss, [weight])
+    eta = editor.editors[0].log_eta.exp().item()
+    assert torch.allclose(delta, -eta * grad, atol=1e-6, rtol=1e-4)
+
+
+def test_serac_leaves_out_of_scope_inputs_to_the_base_model(wlm, W, requests):
+    model, tok = wlm.model, wlm.tokenizer
+    encoder = zoo.load("minilm", device="cpu")
+    clf, report = serac.train_scope(encoder, W, n_facts=120, steps=150, exclude_subjects={r.subject for r in requests})
+    assert report.accuracy > 0.9
+    wrapped = serac.Serac(model, tok, encoder, clf, counterfactual=model)
+    r = requests[0]
+    wrapped.add(r)
+    _, prob = wrapped.scope([r.prompt, r.paraphrase_prompts[0], r.neighbourhood[0][0]])
+    assert prob[0] > 0.5 and prob[2] < 0.5
+    far = lm.pair_batch(tok, [r.neighbourhood[0][0]], [r.neighbourhood[0][1]])
+    routed = wrapped(input_ids=far.input_ids, attention_mask=far.attention_mask, prompt_len=far.prompt_len).logits
+    assert torch.equal(routed, model(input_ids=far.input_ids, attention_mask=far.attention_mask).logits)
+
+
+def test_grace_edits_by_codebook_and_clear_restores(wlm, W, requests):
+    model, tok = wlm.model, wlm.tokenizer
+    g = grace.Grace(model, tok, grace.GraceConfig(layer=3))
+    try:
+        g.calibrate([W.prompt(f.subject, f.relation) for f in W.facts_of(split="train")[:100]], share=0.25)
+        r = requests[0]
+        ids = lm.pair_batch(tok, [r.neighbourhood[0][0]], [r.neighbourhood[0][1]])
+        base = model(input_ids=ids.input_ids).logits
+        g.add(r)
+        s = metrics.pair_stats(g, tok, [r.prompt] * 2, [r.target_new, r.target_true]).logprob
+        assert s[0] > s[1]
+        assert torch.allclose(g(input_ids=ids.input_ids).logits, base)  # far from the key: untouched
+        g.clear()
+        s = metrics.pair_stats(g, tok, [r.prompt] * 2, [r.target_new, r.target_true]).logprob
+        assert s[0] < s[1]
+    finally:
+        g.remove()
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(prompt="  "), "empty"),
+    (dict(subject="Atlantis"), "does not occur"),
+    (dict(target_new="Lima"), "equals the current one"),
+    (dict(target_new="  "), "empty"),
+])
+def test_bad_requests_are_refused_with_a_fix(wlm, change, message):
+    good = dict(subject="Peru", relation="capital", prompt="The capital of Peru is", target_true="Lima",
+                target_new="Quito", paraphrase_prompts=(), neighbourhood=(), same_subject=())
+    with pytest.raises(BadRequest, match=message):
+        validate(wlm.tokenizer, EditRequest(**{**good, **change}))
+
+
+def test_world_edit_request_rejects_unknown_subjects_and_no_op_edits(W):
+    with pytest.raises(KeyError, match="did you mean 'Peru'"):
+        W.edit_request("Peruu", "capital", "Quito")
+    with pytest.raises(ValueError, match="already has"):
+        W.edit_request("Peru", "capital", "Lima")
+
+
+def test_copy_with_leaves_the_original_alone(wlm):
+    name = "transformer.h.0.mlp.c_proj.weight"
+    snap = snapshot(wlm.model)
+    edited = copy_with(wlm.model, {name: torch.ones_like(snap[name])})
+    assert unchanged(wlm.model, snap)
+    assert torch.equal(dict(edited.named_parameters())[name], snap[name] + 1)
