@@ -1,0 +1,206 @@
+"""Retrieval panels (notebook 03): look inside kNN-LM, and put facts into its datastore and take them out.
+
+* :class:`KNNPanel` — type a prompt: the LM's top-k next tokens, the retrieved neighbours
+  (context snippet, next token, distance, weight) and the interpolated distribution. Moving λ, k
+  or T re-mixes the cached neighbours at once (no forward pass, no search); the button re-reads.
+* :class:`FactPanel` — add a fact (subject, relation, object) to the datastore or remove it, then
+  ask the model again: the LM alone versus kNN-LM, in a trained and a held-out phrasing.
+"""
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+
+import ipywidgets as W
+from traitlets import Float, Int, Unicode
+
+from lfmlab import lm
+from lfmlab.data import world as world_data
+from lfmlab.data.world import Fact
+from lfmlab.retrieval import knnlm
+from lfmlab.retrieval.datastore import Datastore
+from lfmlab.ui.panel import BadInput, Panel
+from lfmlab.ui.plots import bar_widget, set_bars
+
+K_MAX = 64
+
+
+def _top(p, tokenizer, n: int) -> tuple[list[str], list[float]]:
+    values, idx = p.topk(n)
+    return [tokenizer.decode([int(i)]) for i in idx], [float(v) for v in values]
+
+
+def _check_mix(lam: float, k: int, temperature: float) -> None:
+    if not 0.0 <= lam <= 1.0:
+        raise BadInput(f"λ = {lam} is outside [0, 1]: 0 is the LM alone, 1 is the neighbours alone.")
+    if not 1 <= k <= K_MAX:
+        raise BadInput(f"k = {k}: choose between 1 and {K_MAX} neighbours.")
+    if not temperature > 0:
+        raise BadInput(f"T = {temperature}: the distance-softmax temperature must be positive (try 10).")
+
+
+class KNNPanel(Panel):
+    """p = λ p_kNN + (1 − λ) p_LM for one prompt, with the neighbours that make p_kNN."""
+
+    title = "kNN-LM: the LM, its nearest neighbours, and their mixture"
+    button_label = "Retrieve"
+    prompt = Unicode("The capital of Peru is")
+    lam = Float(0.25)
+    k = Int(8)
+    temperature = Float(10.0)
+    top = Int(8)
+
+    def __init__(self, model, tokenizer, store: Datastore, **kwargs):
+        super().__init__(**kwargs)
+        self.model, self.tokenizer, self.store = model, tokenizer, store
+        self.figures = [bar_widget(t, height=280) for t in ("LM: p_LM", "neighbours: p_kNN", "kNN-LM: p")]
+        self.table = W.HTML()
+        self.observe(self._remix, names=["lam", "k", "temperature", "top"])
+
+    def controls(self):
+        text = self.bind(W.Text(description="prompt", layout=W.Layout(width="520px"), continuous_update=False),
+                         "prompt")
+        sliders = [self.bind(W.FloatSlider(description="λ", min=0, max=1, step=0.05), "lam"),
+                   self.bind(W.IntSlider(description="k", min=1, max=K_MAX), "k"),
+                   self.bind(W.FloatLogSlider(description="T", base=10, min=-1, max=3), "temperature"),
+                   self.bind(W.IntSlider(description="top", min=3, max=20), "top")]
+        return [text, W.HBox(sliders[:2]), W.HBox(sliders[2:]), W.HBox(self.figures), self.table]
+
+    def check(self):
+        if not self.prompt.strip():
+            raise BadInput("The prompt is empty: type the start of a sentence, e.g. 'The capital of Peru is'.")
+        n = len(lm.encode_prompt(self.tokenizer, self.prompt))
+        if n >= self.model.config.n_positions:
+            raise BadInput(f"The prompt is {n} tokens long; this model reads at most "
+                           f"{self.model.config.n_positions - 1}. Shorten it.")
+        if len(self.store) == 0:
+            raise BadInput("The datastore is empty: build it from a corpus first (datastore.build).")
+        _check_mix(self.lam, self.k, self.temperature)
+
+    def compute(self) -> knnlm.Lookup:
+        return knnlm.lookup(self.model, self.tokenizer, self.store, self.prompt, k_max=K_MAX)
+
+    def summary(self, result: knnlm.Lookup) -> str:
+        _, p = result.mix(self.lam, self.k, self.temperature)
+        return f"kNN-LM's next token {self.tokenizer.decode([int(p.argmax())])!r} (p = {float(p.max()):.2f})"
+
+    def _remix(self, *_):
+        if self.result is None or self.busy:
+            return
+        try:
+            _check_mix(self.lam, self.k, self.temperature)
+        except BadInput as err:
+            self.fail(err)
+            return
+        self.ok, self.message = True, self.summary(self.result)
+        self.render(self.result)
+
+    def render(self, result: knnlm.Lookup) -> None:
+        p_knn, p = result.mix(self.lam, self.k, self.temperature)
+        n = min(self.top, p.numel())
+        for fig, dist in zip(self.figures, (result.p_lm, p_knn, p)):
+            set_bars(fig, *_top(dist, self.tokenizer, n))
+        self.figures[2].layout.title = f"kNN-LM: λ = {self.lam:.2f}, k = {self.k}, T = {self.temperature:.3g}"
+        k = min(self.k, result.values.numel())
+        first = result.neighbours.first(k)
+        weights = (-first.distance[0] / self.temperature).softmax(-1)
+        rows = ["<tr><th>#</th><th>stored context</th><th>next token</th><th>distance d</th><th>weight</th></tr>"]
+        for i in range(k):
+            context, value = self.store.snippet(self.tokenizer, int(first.index[0, i]))
+            rows.append(f"<tr><td>{i + 1}</td><td>{html.escape(context)}</td><td><b>{html.escape(value)}</b></td>"
+                        f"<td>{float(first.distance[0, i]):.2f}</td><td>{float(weights[i]):.3f}</td></tr>")
+        self.table.value = f"<table style='font-size:90%'>{''.join(rows)}</table>"
+
+
+@dataclass
+class FactAnswer:
+    """What the model says for one fact before/after the change (λ = 0: the LM alone)."""
+
+    action: str
+    fact: Fact
+    entries: int
+    prompts: list[str]
+    lm_alone: list[str]
+    knn_lm: list[str]
+    store_size: int
+
+
+class FactPanel(Panel):
+    """Add a fact to a *copy* of the datastore, or remove it, and ask again. The LM never changes."""
+
+    title = "Knowledge update without training: a fact in and out of the datastore"
+    button_label = "Apply and ask"
+    subject = Unicode("Belgium")
+    relation = Unicode("capital")
+    object = Unicode("Brussels")
+    action = Unicode("add")
+    lam = Float(0.5)
+    k = Int(8)
+    temperature = Float(10.0)
+
+    def __init__(self, model, tokenizer, store: Datastore, world=None, **kwargs):
+        super().__init__(**kwargs)
+        self.model, self.tokenizer = model, tokenizer
+        self.store = store.copy()                               # the caller's store is never changed
+        self.world = world or world_data.load()
+        self.added: dict[tuple[str, str], list[int]] = {}
+        self.answers = W.HTML()
+
+    def controls(self):
+        return [W.HBox([self.bind(W.Text(description="subject"), "subject"),
+                        self.bind(W.Dropdown(description="relation", options=list(self.world.relations)), "relation"),
+                        self.bind(W.Text(description="object"), "object")]),
+                W.HBox([self.bind(W.ToggleButtons(options=["add", "remove"], description="datastore"), "action"),
+                        self.bind(W.FloatSlider(description="λ", min=0, max=1, step=0.05), "lam"),
+                        self.bind(W.IntSlider(description="k", min=1, max=K_MAX), "k")]),
+                self.answers]
+
+    def sentences(self) -> list[str]:
+        fact = Fact(self.subject.strip(), self.relation, self.object.strip(), "new")
+        return [self.world.sentence(fact, t) for t in range(len(self.world.templates[self.relation]["train"]))]
+
+    def check(self):
+        if not self.subject.strip():
+            raise BadInput("The subject is empty: type a country, region or element, e.g. 'Belgium'.")
+        if self.relation not in self.world.relations:
+            raise BadInput(f"Unknown relation {self.relation!r}; choose one of {', '.join(self.world.relations)}.")
+        if self.action not in ("add", "remove"):
+            raise BadInput(f"action must be 'add' or 'remove', not {self.action!r}.")
+        if self.action == "add":
+            lm.encode_target(self.tokenizer, self.object)      # raises ValueError with a fix
+            if (self.subject.strip(), self.relation) in self.added:
+                raise BadInput(f"A {self.relation} fact about {self.subject!r} is already in the datastore: "
+                               f"remove it first.")
+        elif (self.subject.strip(), self.relation) not in self.added:
+            raise BadInput(f"Nothing to remove: no {self.relation} fact about {self.subject!r} was added here. "
+                           f"Added so far: {sorted(self.added) or 'none'}.")
+        _check_mix(self.lam, self.k, self.temperature)
+
+    def compute(self) -> FactAnswer:
+        key = (self.subject.strip(), self.relation)
+        if self.action == "add":
+            before = len(self.store)
+            self.added[key] = self.store.add(self.model, self.tokenizer, self.sentences())
+            entries = len(self.store) - before
+        else:
+            entries = self.store.remove(self.added.pop(key))
+        w = self.world
+        prompts = [w.prompt(key[0], self.relation, 0), w.prompt(key[0], self.relation, 0, "heldout")]
+        ask = lambda lam: [knnlm.generate(self.model, self.tokenizer, self.store, p, lam, self.k,  # noqa: E731
+                                          self.temperature).strip() for p in prompts]
+        return FactAnswer(self.action, Fact(key[0], self.relation, self.object.strip(), "new"),
+                          entries, prompts, ask(0.0), ask(self.lam), len(self.store))
+
+    def summary(self, result: FactAnswer) -> str:
+        verb = "added to" if result.action == "add" else "removed from"
+        return (f"{result.fact.subject} {result.fact.relation} → {result.fact.object}: {result.entries} entries "
+                f"{verb} the datastore")
+
+    def render(self, result: FactAnswer) -> None:
+        rows = ["<tr><th>prompt</th><th>LM alone</th><th>kNN-LM (λ = %.2f)</th></tr>" % self.lam]
+        for p, a, b in zip(result.prompts, result.lm_alone, result.knn_lm):
+            good = b.rstrip(".").strip() == result.fact.object
+            rows.append(f"<tr><td><i>{html.escape(p)}</i></td><td>{html.escape(a)}</td>"
+                        f"<td style='color:{'#2a7' if good else '#555'}'><b>{html.escape(b)}</b></td></tr>")
+        self.answers.value = (f"<table>{''.join(rows)}</table><small>datastore: {result.store_size:,} entries; "
+                              f"facts added here: {len(self.added)}</small>")
