@@ -20,6 +20,10 @@ gradient of the class term is estimated from ``queries`` random probes per image
 ĝ = (1/(q μ)) Σ_j [L(x̂ + μ u_j) - L(x̂)] u_j with u_j ~ N(0, I) (Gaussian smoothing, as
 BiDf-MKD's zero-order estimator); the prior's gradient is exact, BatchNorm matching is off.
 
+The class term can also be *soft*: ``targets`` [N, C] of probabilities, matched at a
+temperature τ, CE(y, softmax(f(x̂)/τ)). ZSKD's data impressions (:mod:`lfmlab.distill.zskd`)
+use it with Dirichlet-sampled targets and τ = 20.
+
 >>> from lfmlab import zoo
 >>> teacher = zoo.load("digits-teacher").model
 >>> out = synthesise(teacher, torch.arange(10).repeat(4), InversionConfig(steps=200))
@@ -50,6 +54,8 @@ class InversionConfig:
     bn: float = 0.1                # α_bn, BatchNorm statistics (eq. 4); ignored without BN layers
     jitter: int = 1                # random shift of up to this many pixels per step (0: none)
     image_shape: tuple[int, int, int] = (1, 8, 8)
+    ce: float = 1.0                # weight of the class term CE(f(x̂)/τ, y)
+    temperature: float = 1.0       # τ of the class term (ZSKD: 20)
     gradient: Literal["autograd", "zeroth_order"] = "autograd"
     queries: int = 32              # zeroth order: random probes per image and step
     mu: float = 0.02               # zeroth order: probe radius
@@ -57,8 +63,9 @@ class InversionConfig:
 
 @dataclass
 class Inversion:
-    """Synthetic images [N, 1, 8, 8] in [0, 1] with their target labels [N]; the loss terms per
-    step (``history[name]`` [steps]); the model's p(target | image) at the end [N]; the number
+    """Synthetic images [N, 1, 8, 8] in [0, 1] with their targets ([N] labels, or [N, C] soft
+    targets); the loss terms per step (``history[name]`` [steps]); the model's p(target | image)
+    at the end [N] (for soft targets: p(argmax of the target)); the number
     of images the model was queried on; wall time."""
 
     images: torch.Tensor
@@ -136,27 +143,32 @@ def _offsets(jitter: int, generator: torch.Generator | None) -> tuple[int, int]:
 
 
 def _zeroth_order_grad(model: Classifier, x: torch.Tensor, targets: torch.Tensor, queries: int,
-                       mu: float, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+                       mu: float, generator: torch.Generator | None,
+                       temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Estimate ∇_x CE(f(x), y) per image from outputs only: one batched call on [(q + 1) N] images."""
     n = x.shape[0]
     u = torch.randn((queries, *x.shape), generator=generator, device="cpu").to(x)    # [q, N, 1, 8, 8]
     probes = torch.cat([x[None], x[None] + mu * u]).flatten(0, 1)                    # [(q+1) N, 1, 8, 8]
     with torch.no_grad():
         logits = model(probes)
-    ce = F.cross_entropy(logits, targets.repeat(queries + 1), reduction="none").view(queries + 1, n)
+    repeated = targets.repeat(queries + 1, *([1] * (targets.dim() - 1)))         # [(q+1) N] or [(q+1) N, C]
+    ce = F.cross_entropy(logits / temperature, repeated, reduction="none").view(queries + 1, n)
     delta = (ce[1:] - ce[:1]) / mu                                                   # [q, N]
     g = (delta.view(queries, n, *([1] * (x.dim() - 1))) * u).mean(0)                 # [N, 1, 8, 8]
     return g, ce[0]
 
 
 def synthesise(model: Classifier, targets: torch.Tensor, config: InversionConfig | None = None,
-               generator: torch.Generator | None = None, init: torch.Tensor | None = None) -> Inversion:
+               generator: torch.Generator | None = None, init: torch.Tensor | None = None,
+               callback: Callable[[int, torch.Tensor], None] | None = None) -> Inversion:
     """Invert ``model``: images [N, 1, 8, 8] that it classifies as ``targets`` [N] (all in one batch).
 
     ``model`` is a classifier module (white box: exact gradients, BatchNorm statistics when it
     has BN layers) or, with ``config.gradient="zeroth_order"``, any function from images to
     logits (black box). ``init`` [N, 1, 8, 8] replaces the default start (uniform noise in
-    [0.25, 0.75]). The model is unchanged on return (mode and requires_grad restored).
+    [0.25, 0.75]). ``targets`` may be soft, [N, C] probabilities. ``callback(step, images)``
+    is called ten times along the way (live plots). The model is unchanged on return (mode and
+    requires_grad restored).
     """
     cfg = config or InversionConfig()
     targets = torch.as_tensor(targets)
@@ -166,6 +178,9 @@ def synthesise(model: Classifier, targets: torch.Tensor, config: InversionConfig
     else:
         dev = targets.device
     targets = targets.to(dev)
+    soft = targets.dim() == 2
+    if soft:
+        targets = targets.float()
     if init is None:
         init = 0.25 + 0.5 * torch.rand((n, *cfg.image_shape), generator=generator)
     x = init.detach().clone().to(dev).requires_grad_(True)
@@ -185,19 +200,20 @@ def synthesise(model: Classifier, targets: torch.Tensor, config: InversionConfig
             prior = cfg.tv * tv + cfg.l2 * l2
             bn_terms.clear()
             if black_box:
-                g_ce, ce_per = _zeroth_order_grad(model, xj.detach(), targets, cfg.queries, cfg.mu, generator)
+                g_ce, ce_per = _zeroth_order_grad(model, xj.detach(), targets, cfg.queries, cfg.mu, generator,
+                                                  cfg.temperature)
                 queries += (cfg.queries + 1) * n
                 ce, bn = ce_per.mean(), torch.zeros((), device=dev)
                 opt.zero_grad(set_to_none=True)
                 prior.backward()
                 unshift = (-shift[0], -shift[1])  # the gradient w.r.t. x is the shifted-back one
-                x.grad += torch.roll(g_ce, shifts=unshift, dims=(-2, -1)) / n  # d mean(CE) / dx
-                total = ce + prior.detach()
+                x.grad += cfg.ce * torch.roll(g_ce, shifts=unshift, dims=(-2, -1)) / n  # d mean(CE) / dx
+                total = cfg.ce * ce + prior.detach()
             else:
-                ce = F.cross_entropy(model(xj), targets)
+                ce = F.cross_entropy(model(xj) / cfg.temperature, targets)
                 queries += n
                 bn = torch.stack(bn_terms).sum() if bn_terms else torch.zeros((), device=dev)
-                total = ce + prior + cfg.bn * bn
+                total = cfg.ce * ce + prior + cfg.bn * bn
                 opt.zero_grad(set_to_none=True)
                 total.backward()
             opt.step()
@@ -205,8 +221,11 @@ def synthesise(model: Classifier, targets: torch.Tensor, config: InversionConfig
                 x.clamp_(0.0, 1.0)
             for k, v in (("ce", ce), ("tv", tv), ("l2", l2), ("bn", bn), ("total", total)):
                 history[k][step] = v.detach()
+            if callback is not None and (step + 1) % max(cfg.steps // 10, 1) == 0:
+                callback(step + 1, x.detach())
         with torch.no_grad():
             probs = torch.softmax(model(x.detach()), -1)
-    confidence = probs.gather(1, targets[:, None]).squeeze(1)
+    labels = targets.argmax(-1) if soft else targets
+    confidence = probs.gather(1, labels[:, None]).squeeze(1)
     history = {k: v.cpu() for k, v in history.items()}
     return Inversion(x.detach(), targets, confidence, history, queries + n, time.perf_counter() - start)
