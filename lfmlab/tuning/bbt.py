@@ -1,0 +1,143 @@
+"""Black-box tuning, BBT (Sun et al. 2022; survey §2.2.1, black-box prompt tuning).
+
+The model is a service: we may send it inputs and read its output scores, nothing else. No
+gradients, no parameters. BBT still learns a continuous soft prompt p [n, d] for it:
+
+1. **a low-dimensional search space.** p = p_0 + A z, with z ∈ R^k (k ≈ 10-100, far below
+   n·d) and A [n·d, k] a *fixed random projection* (BBTv2's normal A with std σ_e/√k, σ_e the
+   standard deviation of the word embeddings, so that A z moves p by about one embedding's
+   scale). Random subspaces of that size suffice because large models have a low intrinsic
+   dimension (Aghajanyan et al. 2021);
+2. **a derivative-free optimiser.** CMA-ES (the ``cma`` package) keeps a Gaussian over z;
+   each generation it proposes a population of λ candidates z_1..z_λ, we return their losses,
+   and it moves its mean and covariance towards the better ones;
+3. **the loss** is the cross-entropy of the target answers under each candidate's prompt, on a
+   fixed small training set, computed from the model's output scores only.
+
+Speed: the whole population is scored in **one batched forward pass** — λ prompts x B examples
+as λ·B rows, each row with its own soft prompt (:func:`population_losses`). ``batched=False``
+scores candidates one call each (for the benchmark). Every model call is counted.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from lfmlab.tuning.prompt import SoftPrompt, SoftPromptLM, init_prompt
+from lfmlab.tuning.tasks import row_losses
+from lfmlab.tuning.train import TuneResult, count, frozen_copy
+
+__all__ = ["CallCounter", "Projection", "population_losses", "bbt"]
+
+
+class CallCounter:
+    """Counts forward calls of a model and the rows (sequences) they scored."""
+
+    def __init__(self, model: nn.Module):
+        self.calls, self.rows = 0, 0
+        self._handle = model.register_forward_pre_hook(self._hook, with_kwargs=True)
+
+    def _hook(self, module, args, kwargs):
+        x = kwargs.get("inputs_embeds", kwargs.get("input_ids", args[0] if args else None))
+        self.calls += 1
+        self.rows += int(x.shape[0]) if x is not None else 0
+
+    def close(self) -> None:
+        self._handle.remove()
+
+
+@dataclass
+class Projection:
+    """p = p_0 + A z: the fixed random map from the search space R^k to soft prompts [n, d]."""
+
+    p0: torch.Tensor  # [n, d]
+    A: torch.Tensor   # [n * d, k]
+
+    @classmethod
+    def random(cls, p0: torch.Tensor, k: int, embed_std: float, seed: int = 0) -> "Projection":
+        g = torch.Generator().manual_seed(seed)
+        A = torch.randn(p0.numel(), k, generator=g) * (embed_std / k ** 0.5)
+        return cls(p0, A.to(p0.device, p0.dtype))
+
+    @property
+    def k(self) -> int:
+        return self.A.shape[1]
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        """z [λ, k] -> prompts [λ, n, d]."""
+        return self.p0 + (z.to(self.A) @ self.A.T).view(-1, *self.p0.shape)
+
+
+@torch.no_grad()
+def population_losses(model: SoftPromptLM, prompts: torch.Tensor, batch, batched: bool = True) -> torch.Tensor:
+    """Mean target loss of each candidate prompt [λ] on a PairBatch of B examples.
+
+    ``batched``: one forward pass over λ·B rows, row i·B + b = (prompt i, example b).
+    """
+    lam, B = prompts.shape[0], batch.input_ids.shape[0]
+    if not batched:
+        return torch.stack([row_losses(model(batch.input_ids, batch.attention_mask, prompt=p).logits,
+                                       batch.labels).mean() for p in prompts])
+    ids = batch.input_ids.repeat(lam, 1)          # [λ·B, T]
+    mask = batch.attention_mask.repeat(lam, 1)
+    labels = batch.labels.repeat(lam, 1)
+    rows = prompts.repeat_interleave(B, dim=0)    # [λ·B, n, d]
+    return row_losses(model(ids, mask, prompt=rows).logits, labels).view(lam, B).mean(1)
+
+
+def bbt(model: nn.Module, data, n_tokens: int = 5, k: int = 20, popsize: int = 16, generations: int = 30,
+        sigma0: float = 1.0, examples: int = 32, seed: int = 0, batched: bool = True,
+        callback=None) -> TuneResult:
+    """Black-box tuning of a soft prompt for a frozen copy of ``model`` with CMA-ES over z ∈ R^k.
+
+    ``data``: an :class:`~lfmlab.tuning.tasks.LMData`; its first ``examples`` rows (after a
+    seeded shuffle) are the fixed training set every candidate is scored on. The budget is
+    ``popsize x generations`` candidate evaluations. ``result.info`` holds the loss of the
+    initial prompt p_0, the best loss and population mean per generation, the number of model
+    calls and scored sequences, and the final z. ``callback(generation, best_loss)`` is called
+    after each generation. No parameter has a gradient at any point.
+    """
+    import cma
+
+    if min(n_tokens, k, popsize, generations, examples) < 1:
+        raise ValueError("n_tokens, k, popsize, generations and examples must all be >= 1")
+    pm = SoftPromptLM(frozen_copy(model), SoftPrompt(init_prompt(model, n_tokens, "vocab", seed=seed)), n_tokens)
+    pm.eval()
+    table = pm.base.get_input_embeddings().weight
+    proj = Projection.random(pm.source.weight.detach().clone(), k, float(table.std()), seed)
+    g = torch.Generator().manual_seed(seed)
+    rows = torch.randperm(len(data), generator=g)[:examples]
+    batch = data.rows(rows)
+    es = cma.CMAEvolutionStrategy(np.zeros(k), sigma0, {"popsize": popsize, "seed": seed + 1, "verbose": -9})
+    counter = CallCounter(pm.base)
+    best_curve, mean_curve = [], []
+    start = time.perf_counter()
+    try:
+        with torch.no_grad():
+            initial = float(population_losses(pm, proj.p0[None], batch)[0])
+            counter.calls, counter.rows = 0, 0  # count the search itself
+            for gen in range(generations):
+                Z = np.asarray(es.ask())                                          # [λ, k]
+                losses = population_losses(pm, proj(torch.as_tensor(Z, dtype=torch.float32)), batch, batched)
+                values = losses.double().cpu().numpy()                            # one sync per generation
+                es.tell(list(Z), values.tolist())
+                best_curve.append(float(min(es.result.fbest, values.min())))
+                mean_curve.append(float(values.mean()))
+                if callback is not None:
+                    callback(gen + 1, best_curve[-1])
+    finally:
+        counter.close()
+    seconds = time.perf_counter() - start
+    z_best = torch.as_tensor(np.asarray(es.result.xbest), dtype=torch.float32)
+    with torch.no_grad():
+        pm.source.weight.copy_(proj(z_best[None])[0])
+    for p in pm.parameters():
+        p.requires_grad_(False)
+    return TuneResult(f"BBT (k={k}, λ={popsize})", pm, k, count(model), best_curve, seconds,
+                      {"initial_loss": initial, "best_loss": best_curve[-1], "mean_losses": mean_curve,
+                       "calls": counter.calls, "sequences": counter.rows, "evaluations": popsize * generations,
+                       "k": k, "z": z_best, "projection": proj, "batched": batched, "examples": rows.tolist()})

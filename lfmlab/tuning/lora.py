@@ -1,0 +1,188 @@
+"""LoRA: low-rank adaptation (Hu et al. 2022; survey §2.1, weight tuning).
+
+A frozen weight W0 [out, in] gets a trainable low-rank update (paper eq. 3):
+
+    h = W0 x + ΔW x = W0 x + (α / r) · B A x,     A [r, in], B [out, r], r ≪ min(in, out).
+
+A starts random (Kaiming-uniform, as peft), B starts at zero, so training starts *exactly* at
+the pretrained model. Only A and B learn: r (in + out) parameters per adapted matrix.
+
+Because ΔW = (α/r) B A is just a matrix, it can be **merged** into the base weight after
+training, W = W0 + (α/r) B A: the model then has the base architecture and the base inference
+cost (§4.1 of the paper, "no additional inference latency"), unlike adapters (survey §2.1.2).
+:func:`merge` / :func:`unmerge` do this in place and reversibly; :func:`merge_and_unload`
+returns a plain model with no LoRA modules left.
+
+Targets are found through :func:`lfmlab.zoo.layers`, so GPT-2 (``Conv1D``, weights stored
+[in, out]), GPT-NeoX and Llama (``nn.Linear``, [out, in]) all work; pass module names for others.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from contextlib import contextmanager
+from typing import Iterator, Sequence
+
+import torch
+from torch import nn
+
+from lfmlab.tuning.train import Callback, TrainConfig, TuneResult, count, fit, frozen_copy, unfreeze
+
+__all__ = ["LoRALinear", "linear_targets", "add_lora", "lora_modules", "merge", "unmerge", "merged",
+           "merge_and_unload", "lora"]
+
+
+def _is_conv1d(mod: nn.Module) -> bool:
+    return type(mod).__name__ == "Conv1D"  # transformers' GPT-2 linear layer: y = x W + b, W [in, out]
+
+
+def _in_out(mod: nn.Module) -> tuple[int, int]:
+    if isinstance(mod, nn.Linear):
+        return mod.in_features, mod.out_features
+    if _is_conv1d(mod):
+        return mod.weight.shape[0], mod.weight.shape[1]
+    raise TypeError(f"LoRA adapts nn.Linear or Conv1D modules, not {type(mod).__name__}")
+
+
+class LoRALinear(nn.Module):
+    """``base`` (frozen) plus the low-rank path (α/r) B A. ``merged``: ΔW is inside base.weight."""
+
+    def __init__(self, base: nn.Module, rank: int, alpha: float, dropout: float = 0.0):
+        super().__init__()
+        if rank < 1:
+            raise ValueError(f"LoRA rank must be >= 1, got {rank}")
+        d_in, d_out = _in_out(base)
+        self.base, self.rank, self.alpha = base, int(rank), float(alpha)
+        self.scaling = self.alpha / self.rank
+        w = base.weight
+        self.lora_A = nn.Parameter(torch.empty(rank, d_in, device=w.device, dtype=w.dtype))   # A [r, in]
+        self.lora_B = nn.Parameter(torch.zeros(d_out, rank, device=w.device, dtype=w.dtype))  # B [out, r]
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))  # peft's (and nn.Linear's) default
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.merged = False
+
+    def delta(self) -> torch.Tensor:
+        """ΔW = (α/r) B A as [out, in]."""
+        return self.scaling * (self.lora_B @ self.lora_A)
+
+    def _add_to_base(self, sign: float) -> None:
+        d = self.delta().detach() * sign  # [out, in]
+        with torch.no_grad():
+            if _is_conv1d(self.base):
+                self.base.weight += d.T  # Conv1D stores [in, out]
+            else:
+                self.base.weight += d
+
+    def merge(self) -> None:
+        if not self.merged:
+            self._add_to_base(+1.0)
+            self.merged = True
+
+    def unmerge(self) -> None:
+        if self.merged:
+            self._add_to_base(-1.0)
+            self.merged = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x [..., in] -> [..., out]
+        y = self.base(x)
+        if self.merged:
+            return y
+        return y + self.scaling * (self.dropout(x) @ self.lora_A.T @ self.lora_B.T)
+
+
+def linear_targets(model: nn.Module, where: str = "attn") -> list[str]:
+    """Names of the linear maps inside each layer's attention (``"attn"``), MLP (``"mlp"``) or
+    both (``"all"``), found through :func:`lfmlab.zoo.layers` (GPT-2, GPT-NeoX, Llama)."""
+    from lfmlab.zoo import layers
+
+    if where not in ("attn", "mlp", "all"):
+        raise ValueError(f"where must be 'attn', 'mlp' or 'all', not {where!r}")
+    layout = layers(model)
+    roots = []
+    for i in range(layout.n_layers):
+        if where in ("attn", "all"):
+            roots.append(layout.attn_name(i))
+        if where in ("mlp", "all"):
+            roots.append(layout.mlp_name(i))
+    names = []
+    for root in roots:
+        for sub, mod in model.get_submodule(root).named_modules():
+            if sub and (isinstance(mod, nn.Linear) or _is_conv1d(mod)):
+                names.append(f"{root}.{sub}")
+    return names
+
+
+def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, new)
+
+
+def add_lora(model: nn.Module, rank: int = 4, alpha: float | None = None, targets: str | Sequence[str] = "attn",
+             dropout: float = 0.0, seed: int = 0, also_train: Sequence[str] = ()) -> nn.Module:
+    """A frozen copy of ``model`` whose ``targets`` are wrapped in :class:`LoRALinear`.
+
+    ``targets``: ``"attn"``, ``"mlp"``, ``"all"`` (see :func:`linear_targets`) or module names.
+    ``alpha`` defaults to 2r. Only the LoRA factors (and ``also_train`` prefixes) are trainable.
+    """
+    names = linear_targets(model, targets) if isinstance(targets, str) else list(targets)
+    if not names:
+        raise ValueError("no LoRA targets found")
+    new = frozen_copy(model)
+    torch.manual_seed(seed)
+    for name in names:
+        _set_submodule(new, name, LoRALinear(new.get_submodule(name), rank, 2.0 * rank if alpha is None else alpha,
+                                             dropout))
+    unfreeze(new, also_train)
+    return new
+
+
+def lora_modules(model: nn.Module) -> dict[str, LoRALinear]:
+    return {n: m for n, m in model.named_modules() if isinstance(m, LoRALinear)}
+
+
+def merge(model: nn.Module) -> nn.Module:
+    """W ← W0 + (α/r) B A in every LoRA module, in place (reversible with :func:`unmerge`)."""
+    for m in lora_modules(model).values():
+        m.merge()
+    return model
+
+
+def unmerge(model: nn.Module) -> nn.Module:
+    """W ← W − (α/r) B A: back to the frozen base weights (up to float rounding)."""
+    for m in lora_modules(model).values():
+        m.unmerge()
+    return model
+
+
+@contextmanager
+def merged(model: nn.Module) -> Iterator[nn.Module]:
+    """``with merged(model): ...`` runs with ΔW merged; unmerged again on exit."""
+    merge(model)
+    try:
+        yield model
+    finally:
+        unmerge(model)
+
+
+def merge_and_unload(model: nn.Module) -> nn.Module:
+    """A new plain model (base architecture, no LoRA modules) with ΔW merged into its weights.
+
+    Its inference cost is the base model's: this is LoRA's "zero inference overhead"."""
+    new = copy.deepcopy(model)
+    for name, m in lora_modules(new).items():
+        m.merge()
+        _set_submodule(new, name, m.base)
+    return new.eval()
+
+
+def lora(model: nn.Module, data, rank: int = 4, alpha: float | None = None, targets: str | Sequence[str] = "attn",
+         config: TrainConfig | None = None, callback: Callback | None = None, dropout: float = 0.0,
+         also_train: Sequence[str] = ()) -> TuneResult:
+    """Add LoRA to a copy of ``model`` and train the factors on ``data``. ``result.model`` is
+    unmerged (call :func:`merge` or :func:`merge_and_unload` to deploy)."""
+    cfg = config or TrainConfig()
+    new = add_lora(model, rank, alpha, targets, dropout, cfg.seed, also_train)
+    losses, seconds = fit(new, data, cfg, callback, desc=f"LoRA r={rank}")
+    mods = lora_modules(new)
+    return TuneResult(f"LoRA (r={rank})", new, count(new, trainable_only=True), count(model), losses, seconds,
+                      {"rank": rank, "alpha": 2.0 * rank if alpha is None else alpha, "targets": list(mods)})

@@ -1,0 +1,198 @@
+"""The one training loop every gradient-based tuning method uses, and what it returns.
+
+A method decides *which* parameters learn (all of them, the biases, LoRA factors, a prefix...)
+and builds the model around them; :func:`fit` then runs AdamW on exactly those parameters.
+Data is anything with ``len(data)`` and ``data.loss(model, idx)`` (see :mod:`lfmlab.tuning.tasks`).
+
+:class:`TuneResult` is the common record: the new model, the trainable parameter count and its
+share of the base model, the loss curve, and the wall time. :func:`latency` measures inference
+time, the survey's point in §2.1.2 (adapters add a delay, a merged LoRA does not).
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Mapping, Sequence
+
+import torch
+from torch import nn
+
+__all__ = ["TrainConfig", "TuneResult", "fit", "frozen_copy", "unfreeze", "count", "latency", "latencies",
+           "Callback"]
+
+Callback = Callable[[int, float], None]  # (step, loss) -> None, e.g. a live loss plot
+
+
+@dataclass
+class TrainConfig:
+    """Hyperparameters of :func:`fit`. ``every``: how often (steps) the callback sees the loss."""
+
+    steps: int = 200
+    lr: float = 1e-3
+    batch_size: int = 32
+    weight_decay: float = 0.0
+    warmup: float = 0.0  # share of steps with a linear learning-rate warm-up
+    clip: float = 1.0
+    seed: int = 0
+    every: int = 10
+
+    def replace(self, **kw) -> "TrainConfig":
+        return TrainConfig(**{**self.__dict__, **kw})
+
+
+@dataclass
+class TuneResult:
+    """What a tuning method returns.
+
+    ``model``: the tuned model (new; the input model is unchanged). ``trainable``: parameters
+    that learned; ``base``: parameters of the model it started from (``share = trainable / base``).
+    ``losses``: training loss every step. ``info``: method-specific extras.
+    """
+
+    method: str
+    model: nn.Module
+    trainable: int
+    base: int
+    losses: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    info: dict = field(default_factory=dict)
+
+    @property
+    def share(self) -> float:
+        return self.trainable / max(1, self.base)
+
+    def __repr__(self) -> str:
+        last = f", final loss {self.losses[-1]:.3f}" if self.losses else ""
+        return (f"TuneResult({self.method!r}, {self.trainable:,} trainable = {100 * self.share:.2f}% of "
+                f"{self.base:,}{last}, {self.seconds:.1f}s)")
+
+
+def count(params: Iterable[nn.Parameter] | nn.Module, trainable_only: bool = False) -> int:
+    """Number of scalars in ``params`` (or a module's parameters; optionally only trainable ones)."""
+    if isinstance(params, nn.Module):
+        params = params.parameters()
+    return sum(p.numel() for p in params if p.requires_grad or not trainable_only)
+
+
+def frozen_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` with every parameter frozen (the starting point of every method)."""
+    new = copy.deepcopy(model)
+    for p in new.parameters():
+        p.requires_grad_(False)
+    return new
+
+
+def unfreeze(model: nn.Module, prefixes: Sequence[str] = ()) -> list[str]:
+    """Make parameters whose name starts with one of ``prefixes`` trainable; returns their names.
+
+    Methods use it for parts that must learn whatever the method (a new task head, say).
+    """
+    names = []
+    for name, p in model.named_parameters():
+        if prefixes and name.startswith(tuple(prefixes)):
+            p.requires_grad_(True)
+            names.append(name)
+    if prefixes and not names:
+        raise ValueError(f"no parameter name starts with any of {list(prefixes)}")
+    return names
+
+
+def fit(model: nn.Module, data, config: TrainConfig | None = None, callback: Callback | None = None,
+        params: Sequence[nn.Parameter] | None = None, loss_fn: Callable | None = None,
+        desc: str = "tuning") -> tuple[list[float], float]:
+    """Train the trainable parameters of ``model`` on ``data`` with AdamW; returns (losses, seconds).
+
+    Minibatches are drawn without replacement, epoch after epoch (seeded by ``config.seed``).
+    ``loss_fn(model, idx)`` replaces ``data.loss`` (AdaMix adds a consistency term, say).
+    The model is in train mode while it learns and in eval mode on return.
+    """
+    from lfmlab.progress import progress
+
+    cfg = config or TrainConfig()
+    if cfg.steps < 1 or cfg.batch_size < 1 or cfg.lr <= 0:
+        raise ValueError(f"steps, batch_size and lr must be positive (got {cfg.steps}, {cfg.batch_size}, {cfg.lr})")
+    params = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
+    if not params:
+        raise ValueError("nothing to train: every parameter is frozen")
+    loss_fn = loss_fn or data.loss
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    warm = max(1, int(cfg.warmup * cfg.steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm))
+    g = torch.Generator().manual_seed(cfg.seed)
+    n, bs = len(data), min(cfg.batch_size, len(data))
+    order, pos = torch.randperm(n, generator=g), 0
+    losses: list[torch.Tensor] = []
+    model.train()
+    start = time.perf_counter()
+    bar = progress(total=cfg.steps, desc=desc, disable=callback is not None)
+    try:
+        for step in range(cfg.steps):
+            if pos + bs > n:
+                order, pos = torch.randperm(n, generator=g), 0
+            idx = order[pos:pos + bs]
+            pos += bs
+            loss = loss_fn(model, idx)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.clip:
+                torch.nn.utils.clip_grad_norm_(params, cfg.clip)
+            opt.step()
+            sched.step()
+            losses.append(loss.detach())
+            bar.update(1)
+            if (step + 1) % cfg.every == 0 or step + 1 == cfg.steps:
+                value = float(loss.detach())  # one sync every `every` steps
+                bar.set_postfix(loss=value)
+                if callback is not None:
+                    callback(step + 1, value)
+    finally:
+        bar.close()
+        model.eval()
+    seconds = time.perf_counter() - start
+    return torch.stack(losses).float().cpu().tolist(), seconds
+
+
+@torch.no_grad()
+def latency(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+            repeats: int = 20, warmup: int = 3) -> float:
+    """Median seconds of one forward pass on this batch (GPU-synchronised when on a GPU)."""
+    mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+    cuda = input_ids.device.type == "cuda"
+    times = []
+    for i in range(warmup + repeats):
+        if cuda:
+            torch.cuda.synchronize(input_ids.device)
+        start = time.perf_counter()
+        model(input_ids=input_ids, attention_mask=mask)
+        if cuda:
+            torch.cuda.synchronize(input_ids.device)
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return float(sorted(times)[len(times) // 2])
+
+
+@torch.no_grad()
+def latencies(models: Mapping[str, nn.Module], input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+              rounds: int = 30, warmup: int = 3) -> dict[str, float]:
+    """Median seconds of one forward pass for each model, measured in interleaved rounds.
+
+    Each round runs every model once, in a rotating order, so that a busy moment of a shared
+    machine slows all models alike; the median over rounds then compares them fairly.
+    """
+    mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+    names = list(models)
+    cuda = input_ids.device.type == "cuda"
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(warmup + rounds):
+        k = r % len(names)
+        for name in names[k:] + names[:k]:
+            if cuda:
+                torch.cuda.synchronize(input_ids.device)
+            start = time.perf_counter()
+            models[name](input_ids=input_ids, attention_mask=mask)
+            if cuda:
+                torch.cuda.synchronize(input_ids.device)
+            if r >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return {n: float(sorted(t)[len(t) // 2]) for n, t in times.items()}
