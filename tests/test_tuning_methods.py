@@ -221,3 +221,17 @@ def test_bbt_improves_with_forward_passes_only(tiny):
     assert all(p.grad is None for p in model.parameters())
     slow = bbt.bbt(model, tiny, n_tokens=3, k=8, popsize=6, generations=2, examples=8, seed=0, batched=False)
     assert slow.info["calls"] == 2 * 6
+
+
+def test_adding_trainable_modules_leaves_the_callers_random_state_alone():
+    """Seeded initialisation must not reseed the global generator (re-running a cell stays honest)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=50, n_positions=16))
+    for add in (lambda: lora.add_lora(model, rank=2), lambda: adapters.add_adapters(model, 4),
+                lambda: prefix.add_prefix(model, 3)):
+        torch.manual_seed(123)
+        expected = torch.rand(3)
+        torch.manual_seed(123)
+        add()
+        assert torch.equal(torch.rand(3), expected)

@@ -122,14 +122,15 @@ def add_adapters(model: nn.Module, bottleneck: int = 16, sites: Sequence[str] | 
     if layer_norms:
         for p in _norm_params(new):
             p.requires_grad_(True)
-    torch.manual_seed(seed)
     device = next(model.parameters()).device
-    for k, name in enumerate(sites):
-        d = model.config.hidden_size if hasattr(model.config, "hidden_size") else model.config.n_embd
-        ad = Adapter(d, bottleneck, act) if experts == 1 else MixAdapter(d, bottleneck, experts, act, seed + k)
-        parent, _, child = name.rpartition(".")
-        holder = new.get_submodule(parent) if parent else new
-        setattr(holder, child, WithAdapter(getattr(holder, child), ad.to(device)))
+    with torch.random.fork_rng(devices=[]):  # seeded init, the caller's random state untouched
+        torch.manual_seed(seed)
+        for k, name in enumerate(sites):
+            d = model.config.hidden_size if hasattr(model.config, "hidden_size") else model.config.n_embd
+            ad = Adapter(d, bottleneck, act) if experts == 1 else MixAdapter(d, bottleneck, experts, act, seed + k)
+            parent, _, child = name.rpartition(".")
+            holder = new.get_submodule(parent) if parent else new
+            setattr(holder, child, WithAdapter(getattr(holder, child), ad.to(device)))
     unfreeze(new, also_train)
     return new
 

@@ -128,10 +128,11 @@ def add_lora(model: nn.Module, rank: int = 4, alpha: float | None = None, target
     if not names:
         raise ValueError("no LoRA targets found")
     new = frozen_copy(model)
-    torch.manual_seed(seed)
-    for name in names:
-        _set_submodule(new, name, LoRALinear(new.get_submodule(name), rank, 2.0 * rank if alpha is None else alpha,
-                                             dropout))
+    with torch.random.fork_rng(devices=[]):  # seeded init, the caller's random state untouched
+        torch.manual_seed(seed)
+        for name in names:
+            _set_submodule(new, name, LoRALinear(new.get_submodule(name), rank, 2.0 * rank if alpha is None else alpha,
+                                                 dropout))
     unfreeze(new, also_train)
     return new
 

@@ -100,9 +100,10 @@ def add_prefix(model: nn.Module, n_prefix: int = 8, reparam: bool = False, hidde
                seed: int = 0) -> PrefixLM:
     """A :class:`PrefixLM` over a frozen copy of ``model`` (real-word init without ``reparam``)."""
     base = frozen_copy(model)
-    torch.manual_seed(seed)
-    init = None if reparam else word_init(base, n_prefix, seed)
-    return PrefixLM(base, n_prefix, reparam, hidden, init)
+    with torch.random.fork_rng(devices=[]):  # seeded init, the caller's random state untouched
+        torch.manual_seed(seed)
+        init = None if reparam else word_init(base, n_prefix, seed)
+        return PrefixLM(base, n_prefix, reparam, hidden, init)
 
 
 def bake(model: PrefixLM) -> PrefixLM:
