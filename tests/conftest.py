@@ -14,6 +14,22 @@ _DURATIONS: dict[str, float] = {}
 
 
 @pytest.fixture(scope="session")
+def wlm():
+    """world-lm from the zoo, on the CPU, shared by the test modules (tests must leave it unchanged)."""
+    from lfmlab import zoo
+
+    return zoo.load("world-lm", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def W():
+    """The world facts (lfmlab.data.world)."""
+    from lfmlab.data import world
+
+    return world.load()
+
+
+@pytest.fixture(scope="session")
 def notebook_durations() -> dict[str, float]:
     return _DURATIONS
 

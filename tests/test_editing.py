@@ -4,21 +4,10 @@ import pytest
 import torch
 
 from lfmlab import lm, zoo
-from lfmlab.data import world as world_data
 from lfmlab.data.world import EditRequest
 from lfmlab.editing import bench, covariance, ft, grace, kn, memit, mend, metrics, rome, serac
 from lfmlab.editing.base import BadRequest, applied, copy_with, validate
 from lfmlab.hooks import capture
-
-
-@pytest.fixture(scope="module")
-def wlm():
-    return zoo.load("world-lm", device="cpu")
-
-
-@pytest.fixture(scope="module")
-def W():
-    return world_data.load()
 
 
 @pytest.fixture(scope="module")

@@ -5,15 +5,9 @@ import sys
 import pytest
 import torch
 
-from lfmlab import zoo
 from lfmlab.data import world as world_data
 from lfmlab.retrieval import datastore
 from lfmlab.retrieval.datastore import FaissIndex, exact_search
-
-
-@pytest.fixture(scope="module")
-def wlm():
-    return zoo.load("world-lm", device="cpu")
 
 
 @pytest.fixture(scope="module")

@@ -4,20 +4,9 @@ answered (and forgotten again when removed) while the LM never changes."""
 import pytest
 import torch
 
-from lfmlab import lm, zoo
-from lfmlab.data import world as world_data
+from lfmlab import lm
 from lfmlab.retrieval import datastore, knnlm
 from lfmlab.retrieval.datastore import Neighbours
-
-
-@pytest.fixture(scope="module")
-def wlm():
-    return zoo.load("world-lm", device="cpu")
-
-
-@pytest.fixture(scope="module")
-def W():
-    return world_data.load()
 
 
 @pytest.fixture(scope="module")

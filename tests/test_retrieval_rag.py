@@ -6,22 +6,11 @@ import pytest
 import torch
 
 from lfmlab import zoo
-from lfmlab.data import world as world_data
 from lfmlab.retrieval import rag
 
 PASSAGES = ["The capital of Belgium is Brussels.", "Belgium is a country in Europe.", "Japan is a country in Asia.",
             "The chemical symbol of Gold is Au.", "The currency code of Japan is JPY.",
             "The currency of Japan is called Yen."]
-
-
-@pytest.fixture(scope="module")
-def wlm():
-    return zoo.load("world-lm", device="cpu")
-
-
-@pytest.fixture(scope="module")
-def W():
-    return world_data.load()
 
 
 def test_bm25_matches_its_formula():

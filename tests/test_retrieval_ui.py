@@ -3,15 +3,9 @@ nothing, and the fact panel adds a fact (the answer changes) and removes it (the
 import pytest
 import torch
 
-from lfmlab import zoo
 from lfmlab.data import world as world_data
 from lfmlab.retrieval import datastore
 from lfmlab.ui.retrieval import FactPanel, KNNPanel
-
-
-@pytest.fixture(scope="module")
-def wlm():
-    return zoo.load("world-lm", device="cpu")
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,4 @@
 """Unit tests of lfmlab.tuning's methods on tiny random GPT-2, GPT-NeoX and Llama models."""
-import copy
 
 import pytest
 import torch

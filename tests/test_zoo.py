@@ -13,11 +13,6 @@ from lfmlab.zoo import world_lm
 from lfmlab.zoo.card import WEIGHTS, ModelCard, verify
 
 
-@pytest.fixture(scope="module")
-def wlm():
-    return zoo.load("world-lm", device="cpu")
-
-
 def test_names_cover_the_zoo():
     names = zoo.names()
     for name in ("world-lm", "digits-teacher", "digits-student", "digits-backbone", "minilm"):
