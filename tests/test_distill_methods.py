@@ -105,7 +105,7 @@ def test_synthesis_loss_terms():
     x = torch.rand(16, 1, 8, 8)
     total, terms, logits = common.synthesis_loss(teacher, x, common.Weights(ce=1, entropy=2, tv=0.5))
     assert set(terms) == {"ce", "entropy", "tv"} and logits.shape == (16, 10)
-    assert float(total) == pytest.approx(float(terms["ce"] + 2 * terms["entropy"] + 0.5 * terms["tv"]), rel=1e-5)
+    assert float(total.detach()) == pytest.approx(float(terms["ce"] + 2 * terms["entropy"] + 0.5 * terms["tv"]), rel=1e-5)
     assert float(terms["entropy"]) >= -math.log(10) - 1e-5          # -H(p̄) >= -log C
 
 
