@@ -12,6 +12,7 @@ Conventions, used everywhere in lfmlab:
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -165,23 +166,37 @@ def top_k(model: nn.Module, tokenizer, prompt: str, k: int = 10) -> list[tuple[s
     return [(tokenizer.decode([int(i)]), float(v)) for v, i in zip(values, idx)]
 
 
-@torch.no_grad()
-def greedy(model: nn.Module, tokenizer, prompt: str, max_new_tokens: int = 8,
-           stop_at: str = ".") -> str:
-    """Greedy continuation of ``prompt`` (stops after ``stop_at`` or the end-of-text token)."""
-    ids = encode_prompt(tokenizer, prompt)
-    device = _model_device(model)
-    limit = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", 2048)
+def decode_greedily(tokenizer, ids: list[int], scores: Callable[[list[int]], torch.Tensor], limit: int,
+                    max_new_tokens: int = 8, stop_at: str = ".") -> str:
+    """Greedy decoding with any next-token scorer ``scores(ids) -> [V]`` (logits or probabilities):
+    stops after ``stop_at``, the end-of-text token, ``max_new_tokens`` or the context ``limit``."""
     new: list[int] = []
     for _ in range(max_new_tokens):
         if len(ids) + len(new) >= limit:
             break
-        seq = torch.tensor([ids + new], device=device)
-        logits = model(input_ids=seq, attention_mask=torch.ones_like(seq)).logits[0, -1]
-        nxt = int(logits.argmax())
+        nxt = int(scores(ids + new).argmax())
         if nxt == tokenizer.eos_token_id:
             break
         new.append(nxt)
         if stop_at and stop_at in tokenizer.decode([nxt]):
             break
     return tokenizer.decode(new)
+
+
+def context_limit(model: nn.Module) -> int:
+    """The number of positions the model can attend to."""
+    return getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", 2048)
+
+
+@torch.no_grad()
+def greedy(model: nn.Module, tokenizer, prompt: str, max_new_tokens: int = 8,
+           stop_at: str = ".") -> str:
+    """Greedy continuation of ``prompt`` (stops after ``stop_at`` or the end-of-text token)."""
+    device = _model_device(model)
+
+    def scores(ids: list[int]) -> torch.Tensor:
+        seq = torch.tensor([ids], device=device)
+        return model(input_ids=seq, attention_mask=torch.ones_like(seq)).logits[0, -1]
+
+    return decode_greedily(tokenizer, encode_prompt(tokenizer, prompt), scores, context_limit(model),
+                           max_new_tokens, stop_at)

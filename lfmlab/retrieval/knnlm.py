@@ -301,20 +301,9 @@ def lookup_ids(model: nn.Module, store: Datastore, ids: Sequence[int], k_max: in
 def generate(model: nn.Module, tokenizer, store: Datastore, prompt: str, lam: float, k: int,
              temperature: float, max_new_tokens: int = 8, stop_at: str = ".") -> str:
     """Greedy decoding under eq. 3 (one forward pass and one search per new token)."""
-    ids = lm.encode_prompt(tokenizer, prompt)
-    limit = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", 2048)
-    new: list[int] = []
-    for _ in range(max_new_tokens):
-        if len(ids) + len(new) >= limit:
-            break
-        _, p = lookup_ids(model, store, ids + new, k).mix(lam, k, temperature)
-        nxt = int(p.argmax())
-        if nxt == tokenizer.eos_token_id:
-            break
-        new.append(nxt)
-        if stop_at and stop_at in tokenizer.decode([nxt]):
-            break
-    return tokenizer.decode(new)
+    return lm.decode_greedily(tokenizer, lm.encode_prompt(tokenizer, prompt),
+                              lambda ids: lookup_ids(model, store, ids, k).mix(lam, k, temperature)[1],
+                              lm.context_limit(model), max_new_tokens, stop_at)
 
 
 # ---- knowledge update without training ------------------------------------------------------
