@@ -108,6 +108,13 @@ def test_memit_edits_a_batch_in_the_chosen_layers(wlm, W, cov):
     with applied(model, res.deltas):
         scores = metrics.evaluate(model, tok, reqs, ref)
     assert scores.efficacy >= 0.8 and scores.neighbourhood >= 0.8
+    # spill-over: the update moves the edited subjects' hidden states, others' much less
+    edited = {r.subject for r in reqs}
+    others = [(W.prompt(f.subject, f.relation), f.subject) for f in W.facts_of(split="train")
+              if f.subject not in edited][:12]
+    s = memit.spill(model, tok, res.deltas, reqs, others, top=1)
+    assert s["edited"] > 0.2 and s["ratio"] < 0.5, s
+    assert unchanged(model, snap)
 
 
 def test_an_untrained_mend_is_one_gradient_step(wlm, requests, W):

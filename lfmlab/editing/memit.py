@@ -103,3 +103,41 @@ def edit(model: nn.Module, tokenizer, requests: list[EditRequest], cfg: MemitCon
     model.train(was_training)
     return EditResult(deltas, time.perf_counter() - start,
                       {"layers": list(cfg.edit_layers), "n": len(requests), "mom2_weight": cfg.mom2_weight})
+
+
+@torch.no_grad()
+def spill(model: nn.Module, tokenizer, deltas: dict[str, torch.Tensor], edited: list[EditRequest],
+          others: list[tuple[str, str]], top: int) -> dict[str, float]:
+    """How much of a batch update lands on subjects nobody edited.
+
+    For each bare prompt, the change of the residual stream after block ``top`` at the subject's
+    last token when ``deltas`` are applied, relative to its norm: ‖Δh‖ / ‖h‖. ``others`` are
+    (prompt, subject) pairs of unedited subjects. MEMIT wants "edited" near its targets'
+    ‖z - h‖ / ‖h‖ and "others" near 0; their ratio grows with the batch when the edited keys
+    are not distinct from the keys of other subjects (the least-squares update
+    R Kᵀ(λC + KKᵀ)⁻¹ answers every key in the span of the edited ones).
+    """
+    name = layers(model).block_name(top)
+    device = next(model.parameters()).device
+
+    def hidden(pairs: list[tuple[str, str]]) -> torch.Tensor:  # [len(pairs), d]
+        out = []
+        for prompt, subject in pairs:
+            pos = rome._positions(tokenizer, [prompt], subject, [0])[0]
+            ids = torch.tensor([encode_prompt(tokenizer, prompt)], device=device)
+            with capture(model, [name]) as seen:
+                model(input_ids=ids, attention_mask=torch.ones_like(ids))
+            out.append(seen[name][0, pos])
+        return torch.stack(out)
+
+    def relative_change(pairs: list[tuple[str, str]]) -> float:
+        if not pairs:
+            return float("nan")
+        before = hidden(pairs)
+        with applied(model, deltas):
+            after = hidden(pairs)
+        return float(((after - before).norm(dim=1) / before.norm(dim=1)).median())
+
+    mine = relative_change([(r.prompt, r.subject) for r in edited])
+    theirs = relative_change(others)
+    return {"edited": mine, "others": theirs, "ratio": theirs / mine if mine > 0 else float("nan")}
