@@ -28,7 +28,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from lfmlab.distill.common import Callback, DistillResult, Generator, Weights, generator_kd
+from lfmlab.distill.common import Callback, DistillResult, Generator, WeightedConfig, Weights, generator_kd
 
 __all__ = ["AdversarialConfig", "zskt", "dfad", "WEIGHTS"]
 
@@ -37,7 +37,7 @@ TERMS = ("ce", "bn", "tv", "l2", "activation", "entropy", "adversarial")
 
 
 @dataclass
-class AdversarialConfig:
+class AdversarialConfig(WeightedConfig):
     kind: Literal["kl", "l1"] = "kl"    # D: KL of softmaxes (ZSKT) or L1 of logits (DFAD)
     iterations: int = 200               # generator steps
     student_steps: int = 10             # student steps per generator step (ZSKT 10, DFAD 5)
@@ -49,10 +49,6 @@ class AdversarialConfig:
     weights: Weights = field(default_factory=lambda: copy.copy(WEIGHTS))
     eval_every: int = 50
 
-    def with_weights(self, w: Weights) -> "AdversarialConfig":
-        out = copy.deepcopy(self)
-        out.weights = copy.copy(w)
-        return out
 
 
 def zskt(teacher: nn.Module, student: nn.Module, config: AdversarialConfig | None = None,

@@ -57,6 +57,18 @@ class Weights:
         return [k for k, v in asdict(self).items() if v != 0]
 
 
+class WeightedConfig:
+    """Mixin for a dataclass config with a ``weights: Weights`` field."""
+
+    weights: Weights
+
+    def with_weights(self, w: Weights):
+        """A deep copy of the config whose loss weights are a copy of ``w``."""
+        out = copy.deepcopy(self)
+        out.weights = copy.copy(w)
+        return out
+
+
 @dataclass
 class DistillResult:
     """What a distillation run gives back.

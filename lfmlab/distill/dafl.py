@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from lfmlab.distill.common import Callback, DistillResult, Generator, Weights, generator_kd
+from lfmlab.distill.common import Callback, DistillResult, Generator, WeightedConfig, Weights, generator_kd
 
 __all__ = ["DAFLConfig", "dafl", "WEIGHTS"]
 
@@ -34,7 +34,7 @@ TERMS = ("ce", "bn", "tv", "l2", "activation", "entropy")
 
 
 @dataclass
-class DAFLConfig:
+class DAFLConfig(WeightedConfig):
     iterations: int = 1500         # generator steps = student steps
     batch_size: int = 128
     lr_g: float = 1e-2
@@ -45,10 +45,6 @@ class DAFLConfig:
     weights: Weights = field(default_factory=lambda: copy.copy(WEIGHTS))
     eval_every: int = 50
 
-    def with_weights(self, w: Weights) -> "DAFLConfig":
-        out = copy.deepcopy(self)
-        out.weights = copy.copy(w)
-        return out
 
 
 def dafl(teacher: nn.Module, student: nn.Module, config: DAFLConfig | None = None,

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from lfmlab.distill.common import (Callback, DistillResult, Generator, Weights, device_of, fresh_copy,
+from lfmlab.distill.common import (Callback, DistillResult, Generator, WeightedConfig, Weights, device_of, fresh_copy,
                                    synthesis_loss)
 from lfmlab.distill.inversion import frozen
 from lfmlab.distill.kd import KDConfig, distill
@@ -47,7 +47,7 @@ TERMS = ("ce", "bn", "tv", "l2")
 
 
 @dataclass
-class FastConfig:
+class FastConfig(WeightedConfig):
     """R ``rounds`` of ``per_round`` images, ``inner_steps`` steps each from the meta-init."""
 
     rounds: int = 10
@@ -61,10 +61,6 @@ class FastConfig:
     weights: Weights = field(default_factory=lambda: copy.copy(WEIGHTS))
     kd: KDConfig = field(default_factory=lambda: KDConfig(steps=1000, jitter=1))
 
-    def with_weights(self, w: Weights) -> "FastConfig":
-        out = copy.deepcopy(self)
-        out.weights = copy.copy(w)
-        return out
 
 
 @torch.no_grad()

@@ -164,7 +164,7 @@ def train_student(model: nn.Module, tokenizer, texts: Sequence[str], config: LMD
     """Step 3: next-token cross-entropy on the texts, packed into rows of ``row_tokens`` tokens
     (BOS-separated), reshuffled every epoch; AdamW, warm-up then cosine. Returns the mean
     loss per epoch. Trains ``model`` in place (it is the new student) and leaves it in eval mode."""
-    from lfmlab.zoo.world_lm import pack
+    from lfmlab.zoo.world_lm import pack, train_epoch, warmup_cosine
 
     cfg = config
     dev = device or next(model.parameters()).device
@@ -175,23 +175,12 @@ def train_student(model: nn.Module, tokenizer, texts: Sequence[str], config: LMD
     steps = max(cfg.epochs * math.ceil(rows_per_epoch / cfg.batch_size), 1)
     warm = max(1, steps // 20)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min((s + 1) / warm, 0.5 * (1 + math.cos(math.pi * min(1.0, (s - warm) / max(1, steps - warm))))))
+    sched = warmup_cosine(opt, steps, warm)
     losses = []
     for epoch in progress(range(cfg.epochs), desc="training the student", disable=not show):
         perm = torch.randperm(len(order), generator=g).tolist()                # a new packing each epoch
         rows = pack(tokenizer, [texts[i] for i in perm], cfg.row_tokens).to(dev)  # [R, row_tokens]
-        total = torch.zeros((), device=dev)
-        for i in range(0, len(rows), cfg.batch_size):
-            batch = rows[i:i + cfg.batch_size]
-            loss = model(input_ids=batch, attention_mask=torch.ones_like(batch), labels=batch).loss
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            total += loss.detach() * len(batch)
-        losses.append(float(total) / max(len(rows), 1))
+        losses.append(train_epoch(model, rows, cfg.batch_size, opt, sched))
         if callback is not None:
             callback(epoch + 1, losses[-1])
     model.eval()

@@ -151,6 +151,28 @@ def build_model(arch: dict):
     return GPT2LMHeadModel(config)
 
 
+def warmup_cosine(opt: torch.optim.Optimizer, steps: int, warm: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over ``warm`` steps, then cosine decay to 0 at ``steps``."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min((s + 1) / warm, 0.5 * (1 + math.cos(math.pi * min(1.0, (s - warm) / max(1, steps - warm))))))
+
+
+def train_epoch(model, rows: torch.Tensor, batch_size: int, opt: torch.optim.Optimizer, sched) -> float:
+    """One pass of next-token cross-entropy over packed ``rows`` [R, T] (gradient norm clipped
+    at 1). Returns the mean loss per row."""
+    total = torch.zeros((), device=rows.device)
+    for i in range(0, len(rows), batch_size):
+        batch = rows[i:i + batch_size]
+        loss = model(input_ids=batch, attention_mask=torch.ones_like(batch), labels=batch).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        total += loss.detach() * len(batch)
+    return float(total) / max(len(rows), 1)
+
+
 def pretrain(model, tokenizer, world, hp: dict, relations=None, log=print) -> list[float]:
     """The training loop of the recipe. Returns the mean loss of each epoch."""
     from lfmlab.progress import progress
@@ -161,25 +183,14 @@ def pretrain(model, tokenizer, world, hp: dict, relations=None, log=print) -> li
     steps = hp["epochs"] * math.ceil(rows_per_epoch / hp["batch_size"])
     warm = max(1, int(hp["warmup"] * steps))
     opt = torch.optim.AdamW(model.parameters(), lr=hp["lr"], betas=hp["betas"], weight_decay=hp["weight_decay"])
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min((s + 1) / warm, 0.5 * (1 + math.cos(math.pi * min(1.0, (s - warm) / max(1, steps - warm))))))
+    sched = warmup_cosine(opt, steps, warm)
     model.train()
     losses = []
     bar = progress(total=hp["epochs"], desc="world-lm pretraining")
     for epoch in range(hp["epochs"]):
         rows = pack(tokenizer, docs(hp["seed"] + epoch), hp["row_tokens"])
         rows = rows[torch.randperm(len(rows), generator=g)]
-        total = 0.0
-        for i in range(0, len(rows), hp["batch_size"]):
-            batch = rows[i:i + hp["batch_size"]]
-            loss = model(input_ids=batch, attention_mask=torch.ones_like(batch), labels=batch).loss
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            total += loss.item() * len(batch)
-        losses.append(total / len(rows))
+        losses.append(train_epoch(model, rows, hp["batch_size"], opt, sched))
         bar.update(1)
         bar.set_postfix(loss=losses[-1])
     bar.close()
