@@ -42,11 +42,11 @@ class MemitConfig(rome.RomeConfig):
     mom2_weight: float = 100.0  # λ: weight of the old keys (C = E[kkᵀ]); ~1e4 suits GPT-J's 16k-dim keys, 100 world-lm's 512
 
 
-def _top_hidden(model, tokenizer, request: EditRequest, top: int) -> torch.Tensor:
-    """The residual stream after block ``top`` at the subject's last token of the bare prompt [d]."""
+def _top_hidden(model, tokenizer, prompt: str, subject: str, top: int) -> torch.Tensor:
+    """The residual stream after block ``top`` at the subject's last token of a bare prompt [d]."""
     name = layers(model).block_name(top)
-    pos = rome._positions(tokenizer, [request.prompt], request.subject, [0])[0]
-    ids = torch.tensor([encode_prompt(tokenizer, request.prompt)], device=next(model.parameters()).device)
+    pos = rome._positions(tokenizer, [prompt], subject, [0])[0]
+    ids = torch.tensor([encode_prompt(tokenizer, prompt)], device=next(model.parameters()).device)
     with torch.no_grad(), capture(model, [name]) as seen:
         model(input_ids=ids, attention_mask=torch.ones_like(ids))
     return seen[name][0, pos]
@@ -93,7 +93,7 @@ def edit(model: nn.Module, tokenizer, requests: list[EditRequest], cfg: MemitCon
         with applied(model, deltas):
             K = torch.stack([rome.compute_key(model, tokenizer, r.subject, r.prompt, prefixes, layer)[0]
                              for r in requests])  # [n, 4d]
-            h = torch.stack([_top_hidden(model, tokenizer, r, top) for r in requests])  # [n, d]
+            h = torch.stack([_top_hidden(model, tokenizer, r.prompt, r.subject, top) for r in requests])  # [n, d]
         R = (z - h) / (len(cfg.edit_layers) - j)  # [n, d] this layer's share of the residual
         with torch.no_grad():
             A = cfg.mom2_weight * C.to(K.device, torch.float64) + K.double().T @ K.double()  # [4d, 4d]
@@ -111,24 +111,15 @@ def spill(model: nn.Module, tokenizer, deltas: dict[str, torch.Tensor], edited: 
     """How much of a batch update lands on subjects nobody edited.
 
     For each bare prompt, the change of the residual stream after block ``top`` at the subject's
-    last token when ``deltas`` are applied, relative to its norm: ‖Δh‖ / ‖h‖. ``others`` are
+    last token when ``deltas`` are applied, relative to its norm: ‖Δh‖ / ‖h‖, the median over
+    the ``edited`` requests' prompts and over ``others``. ``others`` are
     (prompt, subject) pairs of unedited subjects. MEMIT wants "edited" near its targets'
     ‖z - h‖ / ‖h‖ and "others" near 0; their ratio grows with the batch when the edited keys
     are not distinct from the keys of other subjects (the least-squares update
     R Kᵀ(λC + KKᵀ)⁻¹ answers every key in the span of the edited ones).
     """
-    name = layers(model).block_name(top)
-    device = next(model.parameters()).device
-
     def hidden(pairs: list[tuple[str, str]]) -> torch.Tensor:  # [len(pairs), d]
-        out = []
-        for prompt, subject in pairs:
-            pos = rome._positions(tokenizer, [prompt], subject, [0])[0]
-            ids = torch.tensor([encode_prompt(tokenizer, prompt)], device=device)
-            with capture(model, [name]) as seen:
-                model(input_ids=ids, attention_mask=torch.ones_like(ids))
-            out.append(seen[name][0, pos])
-        return torch.stack(out)
+        return torch.stack([_top_hidden(model, tokenizer, prompt, subject, top) for prompt, subject in pairs])
 
     def relative_change(pairs: list[tuple[str, str]]) -> float:
         if not pairs:
