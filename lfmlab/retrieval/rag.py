@@ -15,8 +15,11 @@ Retrievers (score s(d, x) of passage d for query x, top-k by score):
 
 Two ways for the LM to use the top-k passages D = (d_1 … d_k):
 
-* **prepend** (REALM / RAG-style input augmentation, Guu et al. 2020; Lewis et al. 2020):
-  p(y | x) = p_LM(y | d_1 ⊕ … ⊕ d_k ⊕ x) — one forward pass, passages in rank order;
+* **prepend** (input augmentation, as in-context retrieval does): p(y | x) = p_LM(y | d_1 ⊕ … ⊕
+  d_k ⊕ x) — one forward pass, passages in rank order. This is *not* REALM or RAG: both
+  marginalise over the retrieved documents, p(y | x) = Σ_d p(d | x) p(y | d, x) (REALM eq. 1,
+  RAG-Sequence eq. 1) and train the retriever and generator; the "ensemble" mode below is that
+  marginalisation with a frozen retriever and generator;
 * **ensemble** (REPLUG, Shi et al. 2023, §3): one pass per passage, mixed by the retriever,
 
       p(y | x) = Σ_{d ∈ D} λ(d, x) · p_LM(y | d ⊕ x),   λ(d, x) = softmax_d(s(d, x) / τ).
@@ -105,6 +108,27 @@ class DenseRetriever(Retriever):
     def scores(self, queries: Sequence[str]) -> torch.Tensor:
         q = self._embed(list(queries))                                               # [Q, 384], unit norm
         return q @ self.embeddings.T                                                 # [Q, N] cosine
+
+
+class RandomRetriever(Retriever):
+    """The null retriever: it ignores the query and returns random passages (seeded).
+
+    Every retrieval claim is measured against it: a retriever that does not beat random passages
+    has learned nothing about the question."""
+
+    name = "random passages"
+
+    def __init__(self, seed: int = 0):
+        super().__init__()
+        self.seed = seed
+
+    def fit(self, passages: Sequence[str]) -> "RandomRetriever":
+        self.passages = list(passages)
+        return self
+
+    def scores(self, queries: Sequence[str]) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.seed)
+        return torch.rand(len(queries), len(self.passages), generator=g)             # [Q, N]
 
 
 class BM25Retriever(Retriever):

@@ -88,6 +88,7 @@ class Panel(HasTraits):
         start = time.perf_counter()
         try:
             result = self.compute()
+            summary = self.summary(result)  # inside the guard: a result that cannot be read is no result
         except (BadInput, ValueError, KeyError, traitlets.TraitError) as err:
             return self.fail(err)
         except Exception as err:  # never let a callback kill the kernel: show it instead
@@ -98,8 +99,13 @@ class Panel(HasTraits):
             self.busy = False
         self.result = result
         self.ok = True
-        self.message = f"{self.summary(result)} ({time.perf_counter() - start:.1f}s)"
-        self.render(result)
+        self.message = f"{summary} ({time.perf_counter() - start:.1f}s)"
+        try:
+            self.render(result)
+        except Exception as err:  # noqa: BLE001  (shown, never raised into the kernel)
+            with self.output:
+                traceback.print_exc()
+            return self.fail(err, unexpected=True)
         return result
 
     def fail(self, err: BaseException, unexpected: bool = False) -> None:
