@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lfmlab import validate
+
 
 def _model_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
@@ -28,6 +30,7 @@ def encode_prompt(tokenizer, prompt: str) -> list[int]:
     """Token ids of a prompt (with the tokenizer's special tokens). Raises on an empty prompt."""
     if not isinstance(prompt, str) or not prompt.strip():
         raise ValueError("The prompt is empty: type some text, e.g. 'The capital of Peru is'.")
+    validate.text("prompt", prompt)                     # no control characters
     return list(tokenizer(prompt.rstrip())["input_ids"])
 
 
@@ -35,6 +38,7 @@ def encode_target(tokenizer, target: str) -> list[int]:
     """Token ids of the continuation ``" " + target``. Raises when the target does not tokenise."""
     if not isinstance(target, str) or not target.strip():
         raise ValueError("The target is empty: give the answer text, e.g. 'Lima'.")
+    validate.text("target", target)                     # no control characters
     ids = list(tokenizer(" " + target.strip(), add_special_tokens=False)["input_ids"])
     unk = getattr(tokenizer, "unk_token_id", None)
     if not ids or (unk is not None and unk in ids):
@@ -161,6 +165,7 @@ def top_k(model: nn.Module, tokenizer, prompt: str, k: int = 10) -> list[tuple[s
     """The k most likely next tokens after ``prompt`` as (token text, probability)."""
     if not 1 <= int(k) <= len(tokenizer):
         raise ValueError(f"k must be between 1 and the vocabulary size {len(tokenizer)}, got {k}.")
+    fits(model, len(encode_prompt(tokenizer, prompt)))
     probs = next_token_probs(model, tokenizer, [prompt])[0]
     values, idx = probs.topk(int(k))
     return [(tokenizer.decode([int(i)]), float(v)) for v, i in zip(values, idx)]
@@ -170,6 +175,7 @@ def decode_greedily(tokenizer, ids: list[int], scores: Callable[[list[int]], tor
                     max_new_tokens: int = 8, stop_at: str = ".") -> str:
     """Greedy decoding with any next-token scorer ``scores(ids) -> [V]`` (logits or probabilities):
     stops after ``stop_at``, the end-of-text token, ``max_new_tokens`` or the context ``limit``."""
+    fits(limit, len(ids))
     new: list[int] = []
     for _ in range(max_new_tokens):
         if len(ids) + len(new) >= limit:
@@ -186,6 +192,15 @@ def decode_greedily(tokenizer, ids: list[int], scores: Callable[[list[int]], tor
 def context_limit(model: nn.Module) -> int:
     """The number of positions the model can attend to."""
     return getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", 2048)
+
+
+def fits(limit: int | nn.Module, n_tokens: int, field: str = "prompt", room: int = 1) -> None:
+    """Raise ``validate.BadValue`` when ``n_tokens`` (+ ``room`` to predict into) exceed the context."""
+    limit = limit if isinstance(limit, int) else context_limit(limit)
+    if n_tokens + room > limit:
+        raise validate.BadValue(field, f"<{n_tokens} tokens>", f"{n_tokens} tokens long, and the model reads "
+                                f"at most {limit} (with {room} left to predict)",
+                                f"Shorten it to at most {limit - room} tokens.")
 
 
 @torch.no_grad()

@@ -59,7 +59,7 @@ def null_measured() -> dict[str, dict[str, float]]:
 
     # kNN-LM on held-out text: an empty datastore
     empty = store.copy()
-    empty.remove(range(len(empty.documents)))
+    empty.remove(empty.live_documents())
     texts = [W.sentence(f, t, "heldout") for f in train for t in range(len(W.templates[f.relation]["heldout"]))]
     rng.shuffle(texts)
     val = knnlm.collect_text(model, tok, empty, texts[:80], k_max=K_MAX)

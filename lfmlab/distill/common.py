@@ -53,6 +53,17 @@ class Weights:
     entropy: float = 0.0
     adversarial: float = 0.0
 
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> "Weights":
+        """Every weight a finite number ≥ 0 (raises validate.BadValue naming the term); returns self."""
+        from lfmlab import validate
+
+        for k, v in asdict(self).items():
+            setattr(self, k, validate.number(f"{k} weight", v, 0.0, fix="A loss weight is ≥ 0; 0 turns the term off."))
+        return self
+
     def active(self) -> list[str]:
         return [k for k, v in asdict(self).items() if v != 0]
 
@@ -65,7 +76,7 @@ class WeightedConfig:
     def with_weights(self, w: Weights):
         """A deep copy of the config whose loss weights are a copy of ``w``."""
         out = copy.deepcopy(self)
-        out.weights = copy.copy(w)
+        out.weights = copy.copy(w).check()
         return out
 
 

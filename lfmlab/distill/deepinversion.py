@@ -53,6 +53,7 @@ class DIConfig:
 
     def with_weights(self, w: Weights) -> "DIConfig":
         """A copy whose loss weights are ``w`` (its ce, bn, tv, l2; other terms do not apply)."""
+        w = copy.copy(w).check()
         out = copy.deepcopy(self)
         out.inversion.ce, out.inversion.bn, out.inversion.tv, out.inversion.l2 = w.ce, w.bn, w.tv, w.l2
         return out

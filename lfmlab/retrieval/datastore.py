@@ -263,7 +263,11 @@ class Datastore:
     def add(self, model: nn.Module, tokenizer, texts: Sequence[str], batch_size: int = 64) -> list[int]:
         """Encode ``texts`` with the frozen ``model`` and append their (key, value) pairs.
 
-        Returns the new documents' ids (pass them to :meth:`remove` to take the knowledge out)."""
+        Returns the new documents' ids (pass them to :meth:`remove` to take the knowledge out).
+        Every text must be non-empty plain text (no control characters); ids are never reused."""
+        from lfmlab import validate
+
+        texts = [validate.text(f"text {i}", t, fix="Store plain sentences.") for i, t in enumerate(texts)]
         entries, ids = encode_documents(model, tokenizer, texts, self.layer, batch_size,
                                         first_id=len(self.documents), device=self.device)
         keys, values, doc, pos, toks = entries
@@ -276,8 +280,18 @@ class Datastore:
         return ids
 
     def remove(self, doc_ids: Sequence[int]) -> int:
-        """Delete every entry of these documents. Returns how many entries were removed."""
-        ids = torch.tensor(sorted(set(int(j) for j in doc_ids)), dtype=torch.long, device=self.device)
+        """Delete every entry of these documents. Returns how many entries were removed.
+
+        Raises ``ValueError`` (and removes nothing) for an id that was never added or is already
+        removed: ids come from :meth:`add` and :func:`build`."""
+        wanted = sorted(set(int(j) for j in doc_ids))
+        unknown = [j for j in wanted if not 0 <= j < len(self.documents)]
+        gone = [j for j in wanted if j in self.removed]
+        if unknown or gone:
+            what = (f"ids {unknown} were never added (this store has ids 0–{len(self.documents) - 1})" if unknown
+                    else f"ids {gone} are already removed")
+            raise ValueError(f"Cannot remove: {what}. Nothing was removed; pass ids returned by add().")
+        ids = torch.tensor(wanted, dtype=torch.long, device=self.device)
         keep = ~torch.isin(self.doc, ids)                                             # [N]
         n_removed = int((~keep).sum())
         self.keys, self.values, self.doc, self.pos = (self.keys[keep], self.values[keep],

@@ -25,15 +25,27 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from lfmlab import lm
+from lfmlab import lm, validate
 from lfmlab.retrieval.datastore import Datastore, Neighbours, forward_with_keys, pad
+
+
+def settings(lam: float | None = None, k: int | None = None, temperature: float | None = None) -> None:
+    """The one check of eq. 2–3's settings, shared by every entry point (raises validate.BadValue):
+    λ in [0, 1], k a whole number ≥ 1, T a finite number > 0 (T = 0 or T < 0 have no meaning: the
+    distance softmax would pick nothing, or the *farthest* neighbour)."""
+    if lam is not None:
+        validate.number("λ", lam, 0.0, 1.0, fix="0 is the LM alone, 1 the neighbours alone.")
+    if k is not None:
+        validate.number("k", k, 1, None, integer=True, fix="k counts neighbours: use 1 or more.")
+    if temperature is not None:
+        validate.number("T", temperature, 0.0, None, lo_open=True,
+                        fix="T scales the distances in the softmax: use a positive number, e.g. 10.")
 
 
 def knn_distribution(neighbours: Neighbours, values: torch.Tensor, vocab_size: int,
                      temperature: float = 1.0) -> torch.Tensor:
     """Eq. 2: p_kNN [Q, V] from Neighbours [Q, k] and the store's values [N] (zero rows: no neighbour)."""
-    if temperature <= 0:
-        raise ValueError(f"the temperature must be positive, got {temperature}")
+    settings(temperature=temperature)
     q = neighbours.distance.shape[0]
     out = torch.zeros(q, vocab_size, device=neighbours.distance.device)
     if neighbours.distance.shape[1] == 0:
@@ -44,8 +56,7 @@ def knn_distribution(neighbours: Neighbours, values: torch.Tensor, vocab_size: i
 
 def interpolate(p_lm: torch.Tensor, p_knn: torch.Tensor, lam: float) -> torch.Tensor:
     """Eq. 3: λ p_kNN + (1 − λ) p_LM, row-wise; rows where p_kNN is empty keep p_LM."""
-    if not 0.0 <= lam <= 1.0:
-        raise ValueError(f"λ must be in [0, 1], got {lam}")
+    settings(lam=lam)
     has = (p_knn.sum(-1, keepdim=True) > 0).to(p_lm.dtype)                            # [Q, 1]
     lam_eff = lam * has
     return lam_eff * p_knn + (1.0 - lam_eff) * p_lm
@@ -77,21 +88,18 @@ class KNNCache:
         return self.distance.shape[1]
 
     def _weights(self, k: int, temperature: float) -> torch.Tensor:
-        if temperature <= 0:
-            raise ValueError(f"the temperature must be positive, got {temperature}")
-        if k < 1:
-            raise ValueError(f"k must be at least 1, got {k}")
+        settings(k=k, temperature=temperature)
         k = min(int(k), self.k_max)                                                   # a small store has fewer
         return torch.softmax(-self.distance[:, :k] / temperature, -1).nan_to_num(0.0)   # [P, k]
 
     def _lam(self, lam: float) -> torch.Tensor:
-        if not 0.0 <= lam <= 1.0:
-            raise ValueError(f"λ must be in [0, 1], got {lam}")
+        settings(lam=lam)
         has = torch.isfinite(self.distance[:, :1]).any(-1) if self.k_max else torch.zeros_like(self.gold, dtype=torch.bool)
         return lam * has.float()                                                      # [P]: 0 without neighbours
 
     def knn_gold(self, k: int, temperature: float) -> torch.Tensor:
         """p_kNN(gold) [P]."""
+        settings(k=k, temperature=temperature)
         if self.k_max == 0:
             return torch.zeros_like(self.lm_logp)
         w = self._weights(k, temperature)
@@ -111,6 +119,7 @@ class KNNCache:
         """The interpolated distributions [P, V] (needs ``lm_probs``)."""
         if self.lm_probs is None:
             raise ValueError("this cache kept only gold-token probabilities; collect it with full=True")
+        settings(lam, k, temperature)
         if self.k_max == 0:
             return self.lm_probs
         w = self._weights(k, temperature)
@@ -270,6 +279,7 @@ class Lookup:
 
     def mix(self, lam: float, k: int, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
         """(p_kNN [V], p [V]) for these settings: cheap, no forward pass and no search."""
+        settings(lam, k, temperature)
         k = min(int(k), self.values.numel())
         first = self.neighbours.first(k)
         p_knn = torch.zeros_like(self.p_lm)

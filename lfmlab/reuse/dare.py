@@ -37,8 +37,13 @@ def dare(pretrained: Mapping[str, torch.Tensor], finetuned: Sequence[Mapping[str
     ``merge="sum"``: W_pre + λ Σ_i τ̃_i (peft's ``dare_linear`` with weights λ);
     ``merge="ties"``: W_pre + λ · disjoint_mean(τ̃) under the elected sign (peft's ``dare_ties``).
     """
+    from lfmlab import validate
+
     if merge not in ("sum", "ties"):
         raise ValueError(f"merge must be 'sum' or 'ties', got {merge!r}")
+    validate.items("finetuned", finetuned, fix="Give at least one fine-tuned state dict.")
+    density = validate.number("density", density, 0.0, 1.0, lo_open=True, fix="The share of each τ kept, e.g. 0.3.")
+    lam = validate.number("λ", lam, fix="λ scales the merged task vectors, e.g. 0.3.")
     start = time.perf_counter()
     keys = keys if keys is not None else merge_keys([pretrained, *finetuned])
     gen = torch.Generator(device=pretrained[keys[0]].device).manual_seed(int(seed))

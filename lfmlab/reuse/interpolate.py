@@ -13,6 +13,7 @@ from typing import Mapping, Sequence
 
 import torch
 
+from lfmlab import validate
 from lfmlab.reuse.state import Merged, StateDict, combine, merge_keys
 
 __all__ = ["lerp", "weighted_average", "uniform_average", "path_states"]
@@ -21,6 +22,7 @@ __all__ = ["lerp", "weighted_average", "uniform_average", "path_states"]
 def lerp(w1: Mapping[str, torch.Tensor], w2: Mapping[str, torch.Tensor], lam: float,
          keys: Sequence[str] | None = None) -> StateDict:
     """Eq. 9: W_new = λ W_1 + (1 − λ) W_2 (λ = 1 gives W_1, λ = 0 gives W_2)."""
+    lam = validate.number("λ", lam, fix="λ = 1 gives W_1, λ = 0 gives W_2.")
     return combine([w1, w2], [lam, 1.0 - lam], keys)
 
 
@@ -31,6 +33,7 @@ def path_states(w_a: Mapping[str, torch.Tensor], w_b: Mapping[str, torch.Tensor]
     (Note the direction: t runs from model a at t = 0 to model b at t = 1.)
     """
     keys = keys if keys is not None else merge_keys([w_a, w_b])
+    validate.finite("the path's points t", ts)
     out = {}
     for k in keys:
         t = ts.to(w_a[k].device, w_a[k].dtype).reshape(-1, *([1] * w_a[k].dim()))
@@ -42,7 +45,8 @@ def weighted_average(states: Sequence[Mapping[str, torch.Tensor]], weights: Sequ
                      keys: Sequence[str] | None = None) -> Merged:
     """Eq. 10 with λ_i ≥ 0, Σ λ_i = 1 (the weights are normalised here; negative ones are refused)."""
     start = time.perf_counter()
-    w = torch.as_tensor(weights, dtype=torch.float64)
+    w = torch.as_tensor(validate.numbers("weights", weights, 0.0,
+                                                    fix="Give non-negative weights with a positive sum."), dtype=torch.float64)
     if len(w) != len(states) or bool((w < 0).any()) or float(w.sum()) <= 0:
         raise ValueError(f"need {len(states)} non-negative weights with a positive sum, got {list(weights)}")
     w = w / w.sum()

@@ -64,9 +64,10 @@ def merge(pool: TaskPool, method: str, tasks: Sequence[str] | None = None, lam: 
     Other keyword arguments go to the method (e.g. ``density``, ``alpha``, ``steps``).
     Fisher and RegMean need ``st`` (from :func:`stats`); it is computed when missing.
     """
-    tasks = list(tasks or pool.tasks)
-    if not tasks:
-        raise ValueError("pick at least one task to merge")
+    from lfmlab import validate
+
+    tasks = list(pool.tasks) if tasks is None else validate.items(
+        "tasks", tasks, fix=f"Pick at least one of {', '.join(pool.tasks)} (or pass tasks=None for all).")
     unknown = [t for t in tasks if t not in pool.tasks]
     if unknown:
         raise KeyError(f"tasks {unknown} are not in the pool; it has {', '.join(pool.tasks)}")

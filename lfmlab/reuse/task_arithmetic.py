@@ -14,6 +14,7 @@ from typing import Mapping, Sequence
 
 import torch
 
+from lfmlab import validate
 from lfmlab.reuse.state import Merged, StateDict, merge_keys, task_vector
 
 __all__ = ["task_vectors", "task_arithmetic", "negation", "sweep_states"]
@@ -34,7 +35,9 @@ def task_arithmetic(pretrained: Mapping[str, torch.Tensor], finetuned: Sequence[
     """
     start = time.perf_counter()
     keys = keys if keys is not None else merge_keys([pretrained, *finetuned])
-    lams = torch.as_tensor([lam] * len(finetuned) if isinstance(lam, (int, float)) else list(lam), dtype=torch.float64)
+    validate.items("finetuned", finetuned, fix="Give at least one fine-tuned state dict.")
+    lams = torch.as_tensor([validate.number("λ", lam)] * len(finetuned) if isinstance(lam, (int, float))
+                           else validate.numbers("λ", lam), dtype=torch.float64)
     if lams.shape != (len(finetuned),):
         raise ValueError(f"need one λ or {len(finetuned)} of them, got {lam}")
     out = {k: v.clone() for k, v in pretrained.items()}
@@ -58,6 +61,7 @@ def sweep_states(pretrained: Mapping[str, torch.Tensor], finetuned: Sequence[Map
                  lams: torch.Tensor, keys: Sequence[str] | None = None) -> StateDict:
     """W_pre + λ Σ_i τ_i for every λ in ``lams`` [m], stacked key -> [m, *shape] (to evaluate with vmap)."""
     keys = keys if keys is not None else merge_keys([pretrained, *finetuned])
+    validate.finite("λ values", lams)
     out = {}
     for k in keys:
         tau_sum = sum(ft[k] - pretrained[k] for ft in finetuned)

@@ -58,6 +58,11 @@ def ties_merging(pretrained: Mapping[str, torch.Tensor], finetuned: Sequence[Map
     ``keys`` are copied from ``pretrained``. ``info["kept"]``: the share of trimmed task-vector
     entries that agree with the elected sign (the rest are discarded as interference).
     """
+    from lfmlab import validate
+
+    validate.items("finetuned", finetuned, fix="Give at least one fine-tuned state dict.")
+    density = validate.number("density", density, 0.0, 1.0, lo_open=True, fix="The share of each τ kept, e.g. 0.2.")
+    lam = validate.number("λ", lam, fix="λ scales the merged task vector, e.g. 1.0.")
     start = time.perf_counter()
     keys = list(keys) if keys is not None else merge_keys([pretrained, *finetuned])
     groups = [keys] if scope == "global" else [[k] for k in keys] if scope == "tensor" else None

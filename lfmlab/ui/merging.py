@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from traitlets import Float, Int, Tuple, Unicode
 
+from lfmlab import validate
 from lfmlab.reuse import connectivity, merging, rebasin
 from lfmlab.reuse.interpolate import path_states
 from lfmlab.reuse.state import functional_eval, merge_keys, state_of
@@ -131,7 +132,7 @@ class InterpolationPanel(Panel):
         """Loss and accuracy at α on both paths (one small evaluation each; needs a computed result)."""
         r = self.result
         x, y = self._xy()
-        t = torch.tensor([float(alpha)])
+        t = torch.tensor([validate.number("α", alpha, 0.0, 1.0, fix="α runs from model A (0) to model B (1).")])
         out = {}
         for name, b in (("naive", r.state_b), ("re-basin", r.state_b_aligned)):
             loss, acc = functional_eval(self.models[r.a], path_states(r.state_a, b, t), x, y)
@@ -145,6 +146,9 @@ class InterpolationPanel(Panel):
 
         try:
             p = self.point(self.alpha)
+        except ValueError as err:
+            self.fail(err)
+            return
         except Exception as err:  # a slider callback must never raise into the kernel
             self.fail(err, unexpected=True)
             return
@@ -211,6 +215,8 @@ class MergeBenchPanel(Panel):
             raise BadInput(f"Tasks {unknown} are not in the pool; it has {', '.join(self.pool.tasks)}.")
         if self.method not in merging.METHODS + merging.EXTRA:
             raise BadInput(f"Unknown method {self.method!r}: choose one of {', '.join(merging.METHODS + merging.EXTRA)}.")
+        if self.method in self.USES_LAMBDA:
+            validate.number("λ", self.lam, 0.0, 2.0, lo_open=True, fix="Set λ on the slider, e.g. 0.3.")
         if self.method in self.USES_LAMBDA and self.lam <= 0:
             raise BadInput(f"λ = 0 returns the pretrained model: set λ > 0 for {self.method}.")
 

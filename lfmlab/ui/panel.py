@@ -30,6 +30,28 @@ class BadInput(ValueError):
     """A problem with what the user asked for: shown in the panel, nothing is changed."""
 
 
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return tuple(a) == tuple(b)
+    return a == b
+
+
+def _refusal(trait: str, value: Any, widget: W.Widget) -> str:
+    """What a control refused, and what it allows."""
+    options = getattr(widget, "options", None)
+    if options is not None:
+        names = [o[0] if isinstance(o, tuple) else o for o in options]
+        return f"{trait} = {value!r} is not one of the choices: {', '.join(map(str, names))}."
+    lo, hi = getattr(widget, "min", None), getattr(widget, "max", None)
+    if isinstance(value, float) and value != value:
+        return f"{trait} = nan is not a number; give a value in [{lo:g}, {hi:g}]." if lo is not None \
+            else f"{trait} = nan is not a number."
+    if lo is not None and hi is not None:
+        return (f"{trait} = {value!r} is outside [{lo:g}, {hi:g}], the range of its control: "
+                f"choose a value between {lo:g} and {hi:g}.")
+    return f"{trait} = {value!r} is not accepted by its control."
+
+
 class Panel(HasTraits):
     """Base class of every lfmlab panel."""
 
@@ -44,6 +66,7 @@ class Panel(HasTraits):
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
         self._view: W.Widget | None = None
+        self._refused: dict[str, str] = {}           # trait -> what its control refused (see bind)
         self.button = W.Button(description=self.button_label, button_style="primary", icon="play")
         self.button.on_click(lambda _: self.run())
         self.status = W.HTML()
@@ -70,9 +93,47 @@ class Panel(HasTraits):
 
     # ---- the pattern --------------------------------------------------------------------
     def bind(self, widget: W.ValueWidget, trait: str) -> W.ValueWidget:
-        """Link ``widget.value`` both ways to the trait ``trait`` and return the widget."""
+        """Link ``widget.value`` both ways to the trait ``trait`` and return the widget.
+
+        A value that the widget refuses or coerces (a name not among a dropdown's options, NaN or
+        an out-of-range number on a slider) shows the panel's message at once, naming what is
+        allowed; :meth:`run` then refuses to run until the trait holds a value its control
+        accepts. Nothing escapes into the kernel."""
         widget.value = getattr(self, trait)
-        traitlets.link((widget, "value"), (self, trait))
+        syncing = [False]
+
+        def from_widget(change):
+            if syncing[0]:
+                return
+            syncing[0] = True
+            try:
+                setattr(self, trait, change["new"])
+            except traitlets.TraitError as err:
+                widget.value = getattr(self, trait)
+                self.fail(BadInput(f"{trait} = {change['new']!r} is not allowed: {err}"))
+            finally:
+                syncing[0] = False
+
+        def from_trait(change):
+            if syncing[0]:
+                return
+            syncing[0] = True
+            try:
+                try:
+                    widget.value = change["new"]
+                    refused = not _same(widget.value, change["new"])
+                except (traitlets.TraitError, ValueError, TypeError):
+                    refused = True
+                if refused:
+                    self._refused[trait] = _refusal(trait, change["new"], widget)
+                    self.fail(BadInput(self._refused[trait]))
+                else:
+                    self._refused.pop(trait, None)
+            finally:
+                syncing[0] = False
+
+        widget.observe(from_widget, "value")
+        self.observe(from_trait, trait)
         return widget
 
     def run(self) -> Any:
@@ -81,6 +142,8 @@ class Panel(HasTraits):
             return None
         try:
             self.check()
+            for message in self._refused.values():   # a value a control refused (see bind)
+                raise BadInput(message)
         except (BadInput, ValueError, KeyError, traitlets.TraitError) as err:
             return self.fail(err)
         self.busy = True

@@ -31,12 +31,10 @@ def _top(p, tokenizer, n: int) -> tuple[list[str], list[float]]:
 
 
 def _check_mix(lam: float, k: int, temperature: float) -> None:
-    if not 0.0 <= lam <= 1.0:
-        raise BadInput(f"λ = {lam} is outside [0, 1]: 0 is the LM alone, 1 is the neighbours alone.")
-    if not 1 <= k <= K_MAX:
-        raise BadInput(f"k = {k}: choose between 1 and {K_MAX} neighbours.")
-    if not temperature > 0:
-        raise BadInput(f"T = {temperature}: the distance-softmax temperature must be positive (try 10).")
+    knnlm.settings(lam, k, temperature)               # the method's own rule, with its message
+    if k > K_MAX:
+        raise BadInput(f"k = {k}: outside [1, {K_MAX}]; choose between 1 and {K_MAX} neighbours "
+                       "(the most this panel keeps per prompt).")
 
 
 class KNNPanel(Panel):
@@ -89,7 +87,7 @@ class KNNPanel(Panel):
             return
         try:
             _check_mix(self.lam, self.k, self.temperature)
-        except BadInput as err:
+        except ValueError as err:                        # BadInput and validate.BadValue alike
             self.fail(err)
             return
         self.ok, self.message = True, self.summary(self.result)
@@ -100,8 +98,9 @@ class KNNPanel(Panel):
         n = min(self.top, p.numel())
         for fig, dist in zip(self.figures, (result.p_lm, p_knn, p)):
             set_bars(fig, *_top(dist, self.tokenizer, n))
-        self.figures[2].layout.title = f"kNN-LM: λ = {self.lam:.2f}, k = {self.k}, T = {self.temperature:.3g}"
-        k = min(self.k, result.values.numel())
+        k = min(self.k, result.values.numel())               # a small store has fewer entries than k
+        used = f"k = {k}" if k == self.k else f"k = {k} (all the store holds; asked for {self.k})"
+        self.figures[2].layout.title = f"kNN-LM: λ = {self.lam:.2f}, {used}, T = {self.temperature:.3g}"
         first = result.neighbours.first(k)
         weights = (-first.distance[0] / self.temperature).softmax(-1)
         rows = ["<tr><th>#</th><th>stored context</th><th>next token</th><th>distance d</th><th>weight</th></tr>"]
