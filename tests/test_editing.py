@@ -193,3 +193,51 @@ def test_copy_with_leaves_the_original_alone(wlm):
     edited = copy_with(wlm.model, {name: torch.ones_like(snap[name])})
     assert unchanged(wlm.model, snap)
     assert torch.equal(dict(edited.named_parameters())[name], snap[name] + 1)
+
+
+def _junk_exam(r):
+    """The same edit, with every grading prompt replaced by junk."""
+    import dataclasses
+    junk = ("zzz qqq", "xx")
+    return dataclasses.replace(r, paraphrase_prompts=("zzz qqq",) * 2, neighbourhood=(junk,) * 3,
+                               same_subject=(junk,) * 3)
+
+
+def test_editors_never_read_the_exam(wlm, requests, cov):
+    """An editor sees the edit only (base.as_edit): junk exam fields give identical deltas."""
+    model, tok, r = wlm.model, wlm.tokenizer, requests[0]
+    prefixes = rome.random_prefixes(model, tok, 2, (5,), seed=0)
+    cfg = rome.RomeConfig(v_steps=5, anchor_same_subject=True)
+    editors = {
+        "ROME + anchors": lambda q: rome.edit(model, tok, q, cfg, cov=cov, prefixes=prefixes),
+        "KN": lambda q: kn.edit(model, tok, q, kn.KNConfig(ig_steps=4)),
+        "FT": lambda q: ft.edit(model, tok, q, ft.FTConfig(steps=3)),
+    }
+    for name, editor in editors.items():
+        a, b = editor(r).deltas, editor(_junk_exam(r)).deltas
+        assert a.keys() == b.keys() and all(torch.equal(a[n], b[n]) for n in a), name
+
+
+def test_as_edit_keeps_the_edit_and_drops_the_exam(wlm, requests):
+    from lfmlab.editing.base import Edit, as_edit
+    r = requests[0]
+    e = as_edit(wlm.tokenizer, r)
+    assert e == Edit(r.subject, r.relation, r.prompt, r.target_true, r.target_new)
+    assert not hasattr(e, "paraphrase_prompts") and not hasattr(e, "neighbourhood")
+    with pytest.raises(BadRequest):
+        as_edit(wlm.tokenizer, Edit("Peru", "capital", "The capital of Peru is", "Lima", "Lima"))
+
+
+def test_kn_attributes_at_the_subject_and_changes_weights(wlm, requests):
+    """Dai et al.'s last-token attribution finds generic neurons on world-lm; at the subject's
+    last token (the default, a stated deviation) KN finds neurons and edits."""
+    model, tok = wlm.model, wlm.tokenizer
+    found = [bool(kn.edit(model, tok, r).info["neurons"]) for r in requests]
+    assert sum(found) >= len(requests) - 1
+
+
+def test_length_normalised_efficacy_is_an_option(wlm, requests, ref):
+    model, tok, r = wlm.model, wlm.tokenizer, requests[0]
+    a = metrics.score_one(model, tok, r, ref.neighbour_argmax[0], ref.same_subject_hit[0])
+    b = metrics.score_one(model, tok, r, ref.neighbour_argmax[0], ref.same_subject_hit[0], length_normalised=True)
+    assert a["neighbourhood"] == b["neighbourhood"] and a["efficacy"] in (0.0, 1.0) and b["efficacy"] in (0.0, 1.0)

@@ -199,3 +199,20 @@ def test_heldout_prompts_are_new_and_unambiguous():
             assert (rel, prompt) not in train_prompts, template
             for other_rel, train_prompt in train_prompts:  # not the start of another relation's phrasing
                 assert other_rel == rel or not train_prompt.startswith(prompt + " "), (template, train_prompt)
+
+
+def test_editor_prompts_are_never_scored(w):
+    """ROME's anchors and KN's unrelated facts use a template that no edit request grades."""
+    for r in w.edit_requests(20, seed=2):
+        scored = {r.prompt, *r.paraphrase_prompts, *(p for p, _ in r.neighbourhood),
+                  *(p for p, _ in r.same_subject)}
+        anchors = w.anchor_prompts(r.subject, r.relation)
+        assert len(anchors) == len(r.same_subject) and not scored & set(anchors)
+        generic = w.generic_prompts(5, seed=0, exclude={r.subject})
+        assert len(generic) == 5 and all(s != r.subject for _, s, _ in generic)
+        assert not scored & {p for p, _, _ in generic}
+    assert w.anchor_prompts("Atlantis", "capital") == []
+    # excluding a subject keeps the other draws: one seeded order
+    full = w.generic_prompts(6, seed=1)
+    assert [g for g in w.generic_prompts(6, seed=1, exclude={full[0][1]})][:5] == [
+        g for g in full if g[1] != full[0][1]][:5]

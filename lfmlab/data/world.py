@@ -279,17 +279,31 @@ class World:
         """Distinct objects of one relation, sorted."""
         return sorted({f.object for f in self.facts_of(relation)})
 
+    def canonical(self, subject: str) -> str:
+        """The subject as the facts spell it, matched without regard to case or surrounding spaces
+        (``"fRANCE "`` -> ``"France"``). KeyError names the closest subjects when there is none."""
+        if not isinstance(subject, str) or not subject.strip():
+            raise KeyError("unknown subject: the subject is empty; type a country, region or element, "
+                           "e.g. 'Peru'")
+        if subject in self._by_subject:
+            return subject
+        folded = {s.casefold(): s for s in self._by_subject}
+        key = subject.strip().casefold()
+        if key in folded:
+            return folded[key]
+        close = [folded[c] for c in difflib.get_close_matches(key, list(folded), n=3)]
+        hint = (f"; did you mean {' or '.join(map(repr, close))}?" if close else
+                "; subjects are countries, regions and chemical elements (World.subjects() lists them)")
+        raise KeyError(f"unknown subject {subject!r}{hint}")
+
     def about(self, subject: str) -> list[Fact]:
-        """All facts about one subject."""
-        if subject not in self._by_subject:
-            close = difflib.get_close_matches(subject, list(self._by_subject), n=3)
-            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-            raise KeyError(f"unknown subject {subject!r}{hint}")
-        return list(self._by_subject[subject])
+        """All facts about one subject (its name matched without regard to case)."""
+        return list(self._by_subject[self.canonical(subject)])
 
     def lookup(self, subject: str, relation: str) -> Fact:
         """The fact (subject, relation, ?); KeyError says what went wrong."""
         self._check_relation(relation)
+        subject = self.canonical(subject)
         facts = self.about(subject)
         if (subject, relation) not in self._index:
             known = ", ".join(f.relation for f in facts)
@@ -379,6 +393,30 @@ class World:
             same_subject=tuple((self.prompt(f.subject, f.relation), f.object) for f in self.about(fact.subject)
                                if f.relation != rel and f.split == "train"),
         )
+
+    # Edit requests grade an edit with train template 0 (the edit prompt, its neighbourhood and
+    # the subject's other facts) and with the held-out templates (paraphrases). Editors that
+    # need prompts of their own (ROME's same-subject KL anchors, the generic facts knowledge
+    # neurons are filtered against) take them from a different train template, so that no
+    # editor is fitted on a prompt it is then scored on.
+    UNSCORED_TEMPLATE = 1
+
+    def anchor_prompts(self, subject: str, relation: str) -> list[str]:
+        """Prompts of ``subject``'s other train facts under train template 1, which no edit
+        request scores (the same-subject metric uses template 0). Empty for a subject that is
+        not in the world."""
+        return [self.prompt(f.subject, f.relation, self.UNSCORED_TEMPLATE) for f in self.about(subject)
+                if f.relation != relation and f.split == "train"] if subject in self._by_subject else []
+
+    def generic_prompts(self, n: int, seed: int = 0, exclude: tuple[str, ...] | set[str] = ()
+                        ) -> list[tuple[str, str, str]]:
+        """``n`` (prompt, subject, object) train facts drawn with ``seed``, of subjects not in
+        ``exclude``, under train template 1 (never scored by an edit request): unrelated facts
+        for an editor to contrast its own fact with."""
+        order = list(self.facts_of(split="train"))
+        random.Random(seed).shuffle(order)  # one order per seed: excluding a subject keeps the rest
+        chosen = [f for f in order if f.subject not in set(exclude)][:n]
+        return [(self.prompt(f.subject, f.relation, self.UNSCORED_TEMPLATE), f.subject, f.object) for f in chosen]
 
     def summary(self) -> dict[str, dict[str, int]]:
         """Per relation: number of facts, train, heldout, distinct subjects and objects."""

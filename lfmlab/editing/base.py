@@ -11,6 +11,12 @@ Parameter-based editors (FT, KN, ROME, MEMIT, MEND) compute a :data:`Deltas` dic
 
 Survey §6, eq. 15: an edit (x_e, y_e) should change f(x) to y_e for x in the edit's scope
 I(x_e) and leave f(x) unchanged outside it, O(x_e).
+
+**The edit is not its exam.** An :class:`~lfmlab.data.world.EditRequest` bundles the edit with
+the prompts that grade it (paraphrases, neighbours, the subject's other facts). Every editor
+calls :func:`as_edit` first and works on the :class:`Edit` it returns, which holds only what
+the edit itself says (subject, relation, prompt, old and new object): no editor can read, and
+so none can fit, the prompts that :mod:`lfmlab.editing.metrics` scores.
 """
 from __future__ import annotations
 
@@ -24,6 +30,8 @@ from torch import nn
 
 from lfmlab.data.world import EditRequest
 from lfmlab.lm import encode_prompt, encode_target
+
+__all__ = ["Edit", "as_edit", "BadRequest", "validate", "EditResult", "applied", "copy_with", "merge"]
 
 Deltas = dict[str, torch.Tensor]  # parameter name -> additive change, same shape as the parameter
 
@@ -41,7 +49,10 @@ class BadRequest(ValueError):
     """An edit request that cannot be applied as asked; the message says how to fix it."""
 
 
-def validate(tokenizer, request: EditRequest, known_subjects: set[str] | None = None) -> None:
+PREFIX_ROOM = 16  # tokens kept free for the random prefixes ROME and MEMIT put before a prompt
+
+
+def validate(tokenizer, request: "EditRequest | Edit", known_subjects: set[str] | None = None) -> None:
     """Raise :class:`BadRequest` for a request no editor can honour. Nothing is changed."""
     if not request.prompt or not request.prompt.strip():
         raise BadRequest("The edit prompt is empty: give the start of a sentence that names the subject, "
@@ -55,10 +66,35 @@ def validate(tokenizer, request: EditRequest, known_subjects: set[str] | None = 
     if request.target_new.strip() == request.target_true.strip():
         raise BadRequest(f"The new object {request.target_new!r} equals the current one: nothing to edit.")
     try:
-        encode_prompt(tokenizer, request.prompt)
-        encode_target(tokenizer, request.target_new)
+        n = len(encode_prompt(tokenizer, request.prompt)) + len(encode_target(tokenizer, request.target_new))
     except ValueError as err:
         raise BadRequest(str(err)) from None
+    limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(limit, int) and limit < 1_000_000 and n + PREFIX_ROOM > limit:
+        raise BadRequest(f"The edit prompt and new object are {n} tokens long; with room for the editors' "
+                         f"random prefixes ({PREFIX_ROOM} tokens) this model reads at most "
+                         f"{limit - PREFIX_ROOM}. Shorten the new object.")
+
+
+@dataclass(frozen=True)
+class Edit:
+    """One edit, as an editor sees it: make ``prompt`` (which names ``subject``) continue with
+    ``target_new`` instead of ``target_true``. It carries none of the grading prompts."""
+
+    subject: str
+    relation: str
+    prompt: str
+    target_true: str
+    target_new: str
+
+
+def as_edit(tokenizer, request: "EditRequest | Edit", known_subjects: set[str] | None = None) -> Edit:
+    """The boundary every editor calls first: validate ``request`` once (raise
+    :class:`BadRequest`, changing nothing) and return the bare :class:`Edit`, without the
+    request's paraphrase, neighbourhood and same-subject prompts (those are read by the metrics
+    only)."""
+    validate(tokenizer, request, known_subjects)
+    return Edit(request.subject, request.relation, request.prompt, request.target_true, request.target_new)
 
 
 @contextmanager

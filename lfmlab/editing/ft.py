@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from lfmlab.data.world import EditRequest
-from lfmlab.editing.base import EditResult, validate
+from lfmlab.editing.base import EditResult, as_edit
 from lfmlab.lm import pair_batch
 from lfmlab.zoo.layers import layers
 
@@ -49,7 +49,7 @@ def _params(model: nn.Module, cfg: FTConfig) -> dict[str, nn.Parameter]:
 def edit(model: nn.Module, tokenizer, request: EditRequest, cfg: FTConfig | None = None) -> EditResult:
     """Fine-tune towards ``request.target_new``; returns the weight change, restores the model."""
     cfg = cfg or FTConfig()
-    validate(tokenizer, request)
+    request = as_edit(tokenizer, request)  # the edit only: no grading prompt reaches FT
     start = time.perf_counter()
     device = next(model.parameters()).device
     batch = pair_batch(tokenizer, [request.prompt], [request.target_new], device)

@@ -14,6 +14,16 @@ value (the ε-ball is the edit's scope); a new edit whose key falls inside a bal
 outside their balls: that is why GRACE survives thousands of sequential edits, where
 sequential ROME degrades. Its weakness is generalisation: a paraphrase whose hidden state
 lands outside the ball is not edited.
+
+**Simplifications of the reference code** (also stated in notebook 07):
+
+* site: the codebook sits at the output of block ``cfg.layer`` and the hidden state at
+  *every* position of every input is compared with the keys (a hit replaces that position's
+  state); the key of an edit is the state at its prompt's last token;
+* matching: nearest key, Euclidean distance, hit when it is inside that entry's ε. There is
+  no ε-expansion: a new edit inside a ball with the *same* answer adds an entry instead of
+  growing the ball; only conflicting answers split the two balls;
+* ε is one radius for all entries, calibrated from typical key distances (:meth:`calibrate`).
 """
 from __future__ import annotations
 
@@ -24,7 +34,7 @@ import torch
 from torch import nn
 
 from lfmlab.data.world import EditRequest
-from lfmlab.editing.base import validate
+from lfmlab.editing.base import Edit, as_edit
 from lfmlab.hooks import capture
 from lfmlab.lm import encode_prompt, pair_batch
 from lfmlab.zoo.layers import layers
@@ -52,8 +62,9 @@ class Grace(nn.Module):
         self.values = torch.empty(0, d, device=device)
         self.radii = torch.empty(0, device=device)
         self.answers: list[str] = []
-        self._hook = base.get_submodule(self.name).register_forward_hook(self._replace)
         self.eps = self.cfg.eps
+        # The codebook acts only while this wrapper runs (its hook lives for one forward pass):
+        # the base model itself is never edited, whoever else holds it (a panel, a notebook).
 
     def clear(self) -> None:
         """Empty the codebook (the model behaves exactly like the base model again)."""
@@ -61,8 +72,7 @@ class Grace(nn.Module):
         self.radii, self.answers = self.radii[:0], []
 
     def remove(self) -> None:
-        """Detach the adaptor from the base model (the base model is then exactly as before)."""
-        self._hook.remove()
+        """Nothing to detach: the codebook is hooked in only while the wrapper runs."""
 
     def _replace(self, module, args, output):
         if len(self.keys) == 0:
@@ -79,16 +89,16 @@ class Grace(nn.Module):
         return (new, *output[1:]) if isinstance(output, tuple) else new
 
     def forward(self, input_ids, attention_mask=None, **kwargs):
-        return SimpleNamespace(logits=self.base(input_ids=input_ids, attention_mask=attention_mask).logits)
+        handle = self.base.get_submodule(self.name).register_forward_hook(self._replace)
+        try:
+            return SimpleNamespace(logits=self.base(input_ids=input_ids, attention_mask=attention_mask).logits)
+        finally:
+            handle.remove()
 
     def _key(self, prompt: str) -> torch.Tensor:
         ids = torch.tensor([encode_prompt(self.tokenizer, prompt)], device=self.keys.device)
-        self._hook.remove()  # the key is the *unedited* hidden state
-        try:
-            with torch.no_grad(), capture(self.base, [self.name]) as seen:
-                self.base(input_ids=ids, attention_mask=torch.ones_like(ids))
-        finally:
-            self._hook = self.base.get_submodule(self.name).register_forward_hook(self._replace)
+        with torch.no_grad(), capture(self.base, [self.name]) as seen:   # the *unedited* hidden state
+            self.base(input_ids=ids, attention_mask=torch.ones_like(ids))
         return seen[self.name][0, -1]
 
     def calibrate(self, prompts: list[str], share: float = 0.5) -> float:
@@ -100,7 +110,7 @@ class Grace(nn.Module):
 
     def add(self, request: EditRequest) -> dict:
         """Add one edit to the codebook (sequential editing: call once per edit, in order)."""
-        validate(self.tokenizer, request)
+        request = as_edit(self.tokenizer, request)
         if self.eps is None:
             raise RuntimeError("call calibrate(prompts) first, or give GraceConfig(eps=...)")
         key = self._key(request.prompt)
@@ -119,7 +129,7 @@ class Grace(nn.Module):
         self.answers.append(request.target_new)
         return {"radius": radius.item(), "entries": len(self.keys)}
 
-    def _optimise_value(self, request: EditRequest, key: torch.Tensor) -> torch.Tensor:
+    def _optimise_value(self, request: Edit, key: torch.Tensor) -> torch.Tensor:
         batch = pair_batch(self.tokenizer, [request.prompt], [request.target_new], key.device)
         last = int(batch.prompt_len[0]) - 1
         value = key.clone().requires_grad_(True)
@@ -130,7 +140,6 @@ class Grace(nn.Module):
             h[0, last] = value
             return (h, *output[1:]) if isinstance(output, tuple) else h
 
-        self._hook.remove()
         handle = self.base.get_submodule(self.name).register_forward_hook(put)
         flags = [p.requires_grad for p in self.base.parameters()]
         for p in self.base.parameters():
@@ -147,5 +156,4 @@ class Grace(nn.Module):
             handle.remove()
             for p, f in zip(self.base.parameters(), flags):
                 p.requires_grad_(f)
-            self._hook = self.base.get_submodule(self.name).register_forward_hook(self._replace)
         return value.detach()

@@ -32,7 +32,7 @@ from torch import nn
 from torch.func import functional_call
 
 from lfmlab.data.world import EditRequest, World
-from lfmlab.editing.base import EditResult, validate
+from lfmlab.editing.base import EditResult, as_edit
 from lfmlab.hooks import capture
 from lfmlab.lm import pair_batch
 from lfmlab.progress import progress
@@ -134,7 +134,7 @@ class Mend(nn.Module):
 
     def edit(self, model: nn.Module, tokenizer, request: EditRequest) -> EditResult:
         """One edit in one pass: no optimisation loop. The model is unchanged on return."""
-        validate(tokenizer, request)
+        request = as_edit(tokenizer, request)
         start = time.perf_counter()
         deltas = {n: t.detach() for n, t in self.deltas(model, tokenizer, request.prompt, request.target_new).items()}
         return EditResult(deltas, time.perf_counter() - start, {"layers": list(self.cfg.edit_layers)})

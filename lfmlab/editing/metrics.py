@@ -21,6 +21,12 @@ can win with p = 0.3 while a third answer has 0.5), whereas token accuracy asks 
 answer to be the model's top choice at every one of its tokens. Efficacy is therefore usually
 higher than reliability, and a multi-token object counts once in efficacy but token by token
 in reliability.
+
+**Summed vs length-normalised.** Efficacy and paraphrase here compare the *summed* log-prob of
+the whole object, log P(new) > log P(true). ROME's evaluation code compares the per-token
+*mean* log-prob (length-normalised), which judges a long object by its average token rather
+than by the product of all of them; ``length_normalised=True`` in :func:`score_one` and
+:func:`evaluate` gives that form. The two agree on single-token objects.
 """
 from __future__ import annotations
 
@@ -40,6 +46,7 @@ class PairStats:
     logprob: torch.Tensor
     token_acc: torch.Tensor
     argmax: list[tuple[int, ...]]
+    n_tokens: torch.Tensor | None = None  # target tokens per pair [N]
 
 
 @torch.no_grad()
@@ -48,7 +55,7 @@ def pair_stats(model: nn.Module, tokenizer, prompts: list[str], targets: list[st
     """Teacher-forced statistics of each pair. Memory-based editors (SERAC) route on the prompt
     alone: a model with ``needs_prompt_len`` is also told where each answer starts."""
     device = next(model.parameters()).device
-    lps, accs, argmaxes = [], [], []
+    lps, accs, argmaxes, counts = [], [], [], []
     for i in range(0, len(prompts), batch_size):
         b = pair_batch(tokenizer, prompts[i:i + batch_size], targets[i:i + batch_size], device)
         extra = {"prompt_len": b.prompt_len} if getattr(model, "needs_prompt_len", False) else {}
@@ -59,10 +66,11 @@ def pair_stats(model: nn.Module, tokenizer, prompts: list[str], targets: list[st
         top = logits.argmax(-1)
         lps.append((logp * is_t).sum(-1).cpu())
         accs.append((((top == labels) & is_t).sum(-1) / is_t.sum(-1)).cpu())
+        counts.append(is_t.sum(-1).cpu())
         argmaxes += [tuple(top[r][is_t[r]].tolist()) for r in range(len(top))]
     if not lps:
-        return PairStats(torch.empty(0), torch.empty(0), [])
-    return PairStats(torch.cat(lps), torch.cat(accs), argmaxes)
+        return PairStats(torch.empty(0), torch.empty(0), [], torch.empty(0))
+    return PairStats(torch.cat(lps), torch.cat(accs), argmaxes, torch.cat(counts))
 
 
 @dataclass
@@ -114,16 +122,21 @@ def _mean(values: list[float]) -> float:
 
 
 def score_one(model: nn.Module, tokenizer, request: EditRequest, ref_argmax: list[tuple[int, ...]],
-              ref_same: torch.Tensor) -> dict[str, float]:
-    """All metrics of one request on ``model`` (the model with this edit applied)."""
+              ref_same: torch.Tensor, length_normalised: bool = False) -> dict[str, float]:
+    """All metrics of one request on ``model`` (the model with this edit applied).
+    ``length_normalised``: compare mean per-token log-probs (ROME's code) instead of sums."""
     prompts = [request.prompt, *request.paraphrase_prompts]
     k = len(prompts)
     both = pair_stats(model, tokenizer, prompts * 2, [request.target_new] * k + [request.target_true] * k)
-    new_lp, true_lp = both.logprob[:k], both.logprob[k:]
+    lp = both.logprob / both.n_tokens if length_normalised else both.logprob
+    new_lp, true_lp = lp[:k], lp[k:]
     wins = (new_lp > true_lp).float()
     nb_prompts = [p for p, _ in request.neighbourhood]
     nb = pair_stats(model, tokenizer, nb_prompts, [o for _, o in request.neighbourhood])
     nb_new = pair_stats(model, tokenizer, nb_prompts, [request.target_new] * len(nb_prompts))
+    if length_normalised and nb_prompts:
+        nb = PairStats(nb.logprob / nb.n_tokens, nb.token_acc, nb.argmax, nb.n_tokens)
+        nb_new = PairStats(nb_new.logprob / nb_new.n_tokens, nb_new.token_acc, nb_new.argmax, nb_new.n_tokens)
     same = _hits(model, tokenizer, request.same_subject)
     unchanged = [a == b for a, b in zip(nb.argmax, ref_argmax)]
     tok_same = [sum(x == y for x, y in zip(a, b)) / max(1, len(b)) for a, b in zip(nb.argmax, ref_argmax)]
@@ -146,7 +159,8 @@ def summarise(rows: list[dict[str, float]]) -> EditScores:
     return EditScores(**{key: _mean([r[key] for r in rows]) for key in keys}, n=len(rows))
 
 
-def evaluate(model: nn.Module, tokenizer, requests: list[EditRequest], ref: Reference) -> EditScores:
+def evaluate(model: nn.Module, tokenizer, requests: list[EditRequest], ref: Reference,
+             length_normalised: bool = False) -> EditScores:
     """Metrics of ``requests`` on a model in which all of them are applied (batch editing)."""
-    return summarise([score_one(model, tokenizer, r, a, s)
+    return summarise([score_one(model, tokenizer, r, a, s, length_normalised)
                       for r, a, s in zip(requests, ref.neighbour_argmax, ref.same_subject_hit)])

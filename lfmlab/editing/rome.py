@@ -18,6 +18,18 @@ associative memory, and rewrites the single association k* -> v*:
    (k: the key of the bare prompt, as in the ROME code). C is estimated once per model and
    layer and cached (:mod:`lfmlab.editing.covariance`).
 
+**Deviations from the ROME code** (also stated in notebook 07):
+
+* the weight decay on δ is ``weight_decay · ‖δ‖² / ‖v‖²``; ROME's ``compute_v`` uses
+  ``v_weight_decay · ‖δ‖ / ‖v‖²``;
+* the essence KL compares next-token distributions at the *last* token of "{subject} is a";
+  ROME's code reads them at the subject's last token of that prompt;
+* ``anchor_same_subject`` (not in ROME) adds KL terms on the subject's other facts, taken from
+  :meth:`lfmlab.data.world.World.anchor_prompts`: a template that no metric scores.
+
+Every editor works on :func:`lfmlab.editing.base.as_edit`'s bare edit: the request's
+paraphrase, neighbourhood and same-subject prompts never reach it.
+
 GPT-2 stores W as a ``Conv1D`` weight of shape [in, out]; the update is written through
 :func:`lfmlab.zoo.weight_in_out`, so GPT-NeoX and Llama (``nn.Linear``) work the same way.
 The model is unchanged on return: :func:`edit` returns the weight delta.
@@ -31,8 +43,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lfmlab.data import world
 from lfmlab.data.world import EditRequest
-from lfmlab.editing.base import EditResult, validate
+from lfmlab.editing.base import Edit, EditResult, as_edit
 from lfmlab.editing.covariance import key_covariance
 from lfmlab.editing.trace import subject_span
 from lfmlab.hooks import capture, rewrite
@@ -107,11 +120,12 @@ def compute_key(model, tokenizer, subject: str, prompt: str, prefixes: list[str]
     return keys.mean(0), keys[0]
 
 
-def compute_value(model, tokenizer, request: EditRequest, prefixes: list[str], cfg: RomeConfig,
+def compute_value(model, tokenizer, request: Edit, prefixes: list[str], cfg: RomeConfig,
                   module: str | None = None) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """(v*, v): the optimised output of ``module`` (default: W, the MLP output projection of
     ``cfg.layer``) at the subject's last token, and its original value [d]. MEMIT calls this
     with a block's name: the same optimisation on the residual stream."""
+    request = as_edit(tokenizer, request)
     device = next(model.parameters()).device
     name = module or layers(model).mlp_out_name(cfg.layer)
     texts, starts = _contexts(prefixes, request.prompt)
@@ -119,9 +133,10 @@ def compute_value(model, tokenizer, request: EditRequest, prefixes: list[str], c
     pos = _positions(tokenizer, texts, request.subject, starts).to(device)
     kl_texts = [e.format(subject=request.subject) for e in cfg.essence]
     kl_w = [cfg.kl_weight] * len(kl_texts)
-    if cfg.anchor_same_subject:
-        kl_texts += [p for p, _ in request.same_subject]
-        kl_w += [cfg.anchor_weight] * len(request.same_subject)
+    if cfg.anchor_same_subject:  # the subject's other facts, under a template no metric scores
+        anchors = world.load().anchor_prompts(request.subject, request.relation)
+        kl_texts += anchors
+        kl_w += [cfg.anchor_weight] * len(anchors)
     kl_w = torch.tensor(kl_w, device=device)
     kl_ids = [encode_prompt(tokenizer, t) for t in kl_texts]
     kl_len = torch.tensor([len(i) for i in kl_ids], device=device)
@@ -184,7 +199,7 @@ def edit(model: nn.Module, tokenizer, request: EditRequest, cfg: RomeConfig | No
          cov: torch.Tensor | None = None, prefixes: list[str] | None = None) -> EditResult:
     """One ROME edit. Returns the weight delta; the model is unchanged on return."""
     cfg = cfg or RomeConfig()
-    validate(tokenizer, request)
+    request = as_edit(tokenizer, request)  # the edit only: no grading prompt reaches ROME
     start = time.perf_counter()
     layout = layers(model)
     name = layout.mlp_out_name(cfg.layer)

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lfmlab.data.world import EditRequest, World
-from lfmlab.editing.base import validate
+from lfmlab.editing.base import Edit, as_edit
 from lfmlab.lm import encode_prompt
 from lfmlab.progress import progress
 from lfmlab.zoo.minilm import embed
@@ -142,12 +142,12 @@ class Serac(nn.Module):
         self.base, self.tokenizer, self.encoder = base, tokenizer, encoder
         self.counterfactual = counterfactual
         self.classifier, self.threshold = classifier, threshold
-        self.memory: list[EditRequest] = []
+        self.memory: list[Edit] = []
         self._keys: list[torch.Tensor] = []
         self.config = base.config
 
     def add(self, request: EditRequest) -> None:
-        validate(self.tokenizer, request)
+        request = as_edit(self.tokenizer, request)
         self.memory.append(request)
         self._keys.append(embed(self.encoder.model, self.encoder.tokenizer, [request.prompt])[0])
 
@@ -166,7 +166,7 @@ class Serac(nn.Module):
         prob, best = logits.sigmoid().max(-1)
         return best.cpu(), prob.cpu()
 
-    def descriptor(self, request: EditRequest) -> str:
+    def descriptor(self, request: Edit) -> str:
         return f"{request.prompt} {request.target_new}."
 
     @torch.no_grad()

@@ -51,6 +51,7 @@ class EditorPanel(Panel):
         if self.method not in editors:
             self.method = next(iter(editors))
         self.active: tuple[str, EditResult | None] | None = None
+        self._clear_memories()              # edits an earlier panel left in a shared memory editor
         self.table, self.probe_out = W.HTML(), W.HTML()
         self.reset_button = W.Button(description="Reset", icon="undo")
         self.reset_button.on_click(lambda _: self.reset())
@@ -87,8 +88,8 @@ class EditorPanel(Panel):
         prompts += [("neighbour", p) for p, _ in request.neighbourhood[:4]]
         prompts += [("same subject", p) for p, _ in request.same_subject[:3]]
         before = self._answers(self.model, prompts, request)
+        self._clear_memories()                               # one edit at a time, whatever the method
         if hasattr(editor, "add"):
-            editor.clear()
             result = editor.add(request) or {}
             res = EditResult(info=result)
         else:
@@ -126,13 +127,19 @@ class EditorPanel(Panel):
         self.show_probe()
 
     def reset(self) -> None:
-        """Forget the current edit: the model answers as the unedited model again."""
-        if self.active and hasattr(self.editors[self.active[0]], "clear"):
-            self.editors[self.active[0]].clear()
+        """Forget every edit this panel made, with any method: the model answers as the unedited
+        model again (weight edits are only ever applied inside a block; memory editors are
+        emptied, all of them, not only the one chosen now)."""
+        self._clear_memories()
         self.active = None
         self.table.value = ""
         self.ok, self.message = True, "reset: no edit is active"
         self.show_probe()
+
+    def _clear_memories(self) -> None:
+        for editor in self.editors.values():
+            if hasattr(editor, "clear"):
+                editor.clear()
 
     def show_probe(self) -> None:
         """Top-k next tokens after the probe prompt: unedited, and with the active edit."""
