@@ -134,9 +134,26 @@ def test_adamix_deploys_the_average_of_its_experts(tiny):
     result = adapters.adamix(model, tiny, bottleneck=4, experts=3, config=CFG.replace(steps=20, lr=1e-2))
     mixture = result.info["mixture"].eval()
     mix = next(m for m in mixture.modules() if isinstance(m, adapters.MixAdapter))
-    assert (mix.up_w[0] - mix.up_w[1]).abs().max() > 0  # experts were routed differently
+    assert mix.up_w.shape[0] == 1  # one up-projection, shared by the experts (as in the reference)
+    assert (mix.down_w[0] - mix.down_w[1]).abs().max() > 0  # experts were routed differently
     torch.testing.assert_close(_logits(result.model, tiny), _logits(mixture, tiny), atol=1e-5, rtol=1e-5)
     assert result.info["deployed_parameters"] < result.trainable  # one adapter at inference, M in training
+
+
+def test_adamix_experts_start_identical_and_the_expectation_averages_routes(tiny):
+    model = hub.random_model("gpt2", seed=5)
+    fresh = adapters.add_adapters(model, bottleneck=4, experts=3)
+    mix = next(m for m in fresh.modules() if isinstance(m, adapters.MixAdapter))
+    assert torch.equal(mix.down_w[0], mix.down_w[1]) and torch.equal(mix.down_w[0], mix.down_w[2])
+    # identical experts: every route computes the same function, so the expectation is the model
+    with torch.no_grad():
+        mix.up_w.normal_(0, 0.1)
+    expected = adapters.mixture_model(fresh, samples=3)
+    b = tiny.rows(range(4))
+    got = expected(input_ids=b.input_ids, attention_mask=b.attention_mask).logits.softmax(-1)
+    want = fresh.eval()(input_ids=b.input_ids, attention_mask=b.attention_mask).logits.softmax(-1)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+    assert mix.stochastic is None  # routing mode restored
 
 
 def test_bitfit_trains_biases_only(tiny):
@@ -220,6 +237,27 @@ def test_bbt_improves_with_forward_passes_only(tiny):
     assert all(p.grad is None for p in model.parameters())
     slow = bbt.bbt(model, tiny, n_tokens=3, k=8, popsize=6, generations=2, examples=8, seed=0, batched=False)
     assert slow.info["calls"] == 2 * 6
+
+
+def test_random_search_matches_bbts_budget_and_subspace(tiny):
+    model = hub.random_model("gpt2", seed=11)
+    kw = dict(n_tokens=3, k=8, popsize=6, generations=5, examples=8, seed=0)
+    b, r = bbt.bbt(model, tiny, **kw), bbt.random_search(model, tiny, **kw)
+    for key in ("calls", "sequences", "evaluations", "initial_loss", "examples"):
+        assert b.info[key] == r.info[key], key
+    assert torch.equal(b.info["projection"].A, r.info["projection"].A)
+    assert r.info["best_loss"] == min(r.losses)
+    assert r.losses == sorted(r.losses, reverse=True)  # best so far never rises
+    p0 = bbt.prompt_at(b)
+    torch.testing.assert_close(p0.source.weight, b.info["projection"].p0)
+    assert all(not p.requires_grad for p in r.model.parameters())
+
+
+def test_null_training_with_lr_zero_moves_nothing(tiny):
+    model = hub.random_model("gpt2", seed=12)
+    result = finetune.finetune(model, tiny, CFG.replace(steps=3, lr=0.0))
+    for (n, a), b in zip(model.state_dict().items(), result.model.state_dict().values()):
+        assert torch.equal(a, b), n
 
 
 def test_adding_trainable_modules_leaves_the_callers_random_state_alone():

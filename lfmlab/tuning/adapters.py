@@ -11,11 +11,25 @@ also train the layer norms (``layer_norms=True``). The adapters stay in the netw
 inference: every forward pass runs 2 x n_layers extra bottlenecks, which is the latency the
 survey warns about (compare :func:`lfmlab.tuning.lora.merge_and_unload`).
 
-**AdaMix** (mixture of adaptations). Each adapter holds M down- and M up-projections. During
-training each forward pass routes *stochastically*: it picks one down and one up projection at
-random (paper §3.1), optionally with a consistency loss between two routes (§3.2). At inference
-the M projections are **averaged** into one (adaptation merging, §3.3), so AdaMix costs one
-adapter at inference while having trained M.
+**AdaMix** (mixture of adaptations; Wang et al. 2022, "AdaMix: Mixture-of-Adaptations for
+Parameter-efficient Model Tuning", EMNLP). Each adapter holds M down-projections (the experts)
+and, as in the reference implementation (microsoft/AdaMix), the experts **start identical** (one
+initialisation, copied M times) and the **up-projection is shared** by all of them (the paper's
+adaptation-module sharing, §3.4). Training routes *stochastically* (§3.1, eq. 3): every forward
+pass picks one down-projection per adapter at random, so each expert is updated only on the
+batches routed to it and the experts drift apart. At inference the experts' weights are
+**averaged** into one adapter (adaptation merging, §3.3, eq. 5),
+
+    W_d = (1/M) Σ_i W_d^(i),        ĥ = f(h W_d) W_u + h,
+
+so AdaMix costs one adapter at inference while having trained M. :func:`mixture_model` gives
+the trained mixture's *expected* output (the mean over random routes of its next-token
+probabilities), which the averaged adapter should match.
+
+Simplified here: one route per forward pass is shared by the whole batch (as in the reference);
+the consistency regulariser (§3.2, eq. 4, a symmetric KL between two routes) is optional
+(``consistency > 0``) and off by default; the reference's variant that shares the
+down-projection instead, and its per-layer choice between them, are not offered.
 
 Sites (module names whose output gets an adapter) come from :func:`lfmlab.zoo.layers`: each
 layer's attention and MLP modules (GPT-2, GPT-NeoX, Llama); pass names for other models
@@ -31,8 +45,8 @@ from torch import nn
 
 from lfmlab.tuning.train import Callback, TrainConfig, TuneResult, count, fit, frozen_copy, unfreeze
 
-__all__ = ["Adapter", "MixAdapter", "WithAdapter", "adapter_sites", "add_adapters", "adapter_tuning", "adamix",
-           "merge_mixtures"]
+__all__ = ["Adapter", "MixAdapter", "MixtureExpectation", "WithAdapter", "adapter_sites", "add_adapters",
+           "adapter_tuning", "adamix", "merge_mixtures", "mixture_model"]
 
 
 class Adapter(nn.Module):
@@ -54,32 +68,78 @@ class Adapter(nn.Module):
 
 
 class MixAdapter(nn.Module):
-    """AdaMix: M down- and M up-projections; a random (down, up) pair per training forward,
-    the average of all of them at inference (adaptation merging)."""
+    """AdaMix: M down-projections that start identical and one shared up-projection; a random
+    down-projection per training forward (stochastic routing), their average at inference.
 
-    def __init__(self, d: int, r: int, experts: int = 4, act: str = "gelu", seed: int = 0):
+    ``share_up=False`` gives each expert its own up-projection too (routed independently).
+    ``stochastic``: None routes at random in train mode and merges in eval mode; True/False
+    forces random routing / merging (:func:`mixture_model` sets it to sample routes in eval mode).
+    """
+
+    def __init__(self, d: int, r: int, experts: int = 4, act: str = "gelu", seed: int = 0, share_up: bool = True):
         super().__init__()
         g = torch.Generator().manual_seed(seed)
-        self.down_w = nn.Parameter(torch.randn(experts, r, d, generator=g) * 1e-2)  # [M, r, d]
+        down = torch.randn(r, d, generator=g) * 1e-2                                  # one init ...
+        self.down_w = nn.Parameter(down.expand(experts, r, d).clone())                # ... M copies [M, r, d]
         self.down_b = nn.Parameter(torch.zeros(experts, r))
-        self.up_w = nn.Parameter(torch.zeros(experts, d, r))                        # [M, d, r]
-        self.up_b = nn.Parameter(torch.zeros(experts, d))
-        self.experts, self.act = experts, act
+        ups = 1 if share_up else experts
+        self.up_w = nn.Parameter(torch.zeros(ups, d, r))                              # [1 or M, d, r]
+        self.up_b = nn.Parameter(torch.zeros(ups, d))
+        self.experts, self.act, self.share_up = experts, act, share_up
+        self.stochastic: bool | None = None
         self.generator = g
 
     def route(self) -> tuple[int, int]:
-        """A random (down, up) expert pair (stochastic routing)."""
+        """A random (down, up) expert pair (stochastic routing; up is 0 when it is shared)."""
         i, j = torch.randint(self.experts, (2,), generator=self.generator).tolist()
-        return i, j
+        return i, 0 if self.share_up else j
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        if self.training:
+        sample = self.training if self.stochastic is None else self.stochastic
+        if sample:
             i, j = self.route()
             wd, bd, wu, bu = self.down_w[i], self.down_b[i], self.up_w[j], self.up_b[j]
         else:  # adaptation merging: the average of the experts' weights
             wd, bd, wu, bu = self.down_w.mean(0), self.down_b.mean(0), self.up_w.mean(0), self.up_b.mean(0)
         f = F.gelu if self.act == "gelu" else F.relu
         return h + F.linear(f(F.linear(h, wd, bd)), wu, bu)
+
+
+class _Output:
+    def __init__(self, logits: torch.Tensor):
+        self.logits = logits
+
+
+class MixtureExpectation(nn.Module):
+    """The trained AdaMix mixture's expected output: log of the mean next-token probabilities
+    over ``samples`` random routes (a Monte-Carlo estimate of E_route[p(y | x, route)])."""
+
+    def __init__(self, mixture: nn.Module, samples: int = 8, seed: int = 0):
+        super().__init__()
+        self.mixture, self.samples, self.seed = mixture.eval(), samples, seed
+
+    @torch.no_grad()
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **_) -> _Output:
+        mixes = [m for m in self.mixture.modules() if isinstance(m, MixAdapter)]
+        states = [(m.stochastic, m.generator.get_state()) for m in mixes]
+        for k, m in enumerate(mixes):
+            m.stochastic = True
+            m.generator.manual_seed(self.seed * 1000 + k)
+        try:
+            p = 0.0
+            for _ in range(self.samples):
+                p = p + self.mixture(input_ids=input_ids, attention_mask=attention_mask).logits.float().softmax(-1)
+        finally:
+            for m, (st, gs) in zip(mixes, states):
+                m.stochastic = st
+                m.generator.set_state(gs)
+        return _Output((p / self.samples).clamp_min(1e-30).log())
+
+
+def mixture_model(result_or_mixture, samples: int = 8, seed: int = 0) -> MixtureExpectation:
+    """The expected output of a trained AdaMix mixture (``result.info["mixture"]`` or the model)."""
+    mixture = getattr(result_or_mixture, "info", {}).get("mixture", result_or_mixture)
+    return MixtureExpectation(mixture, samples, seed)
 
 
 class WithAdapter(nn.Module):
@@ -144,7 +204,7 @@ def merge_mixtures(model: nn.Module) -> nn.Module:
     for m in new.modules():
         if isinstance(m, WithAdapter) and isinstance(m.adapter, MixAdapter):
             mix = m.adapter
-            d, r = mix.down_w.shape[2], mix.down_w.shape[1]
+            d, r = mix.down_w.shape[2], mix.down_w.shape[1]  # the averaged experts: one adapter
             plain = Adapter(d, r, mix.act).to(mix.down_w.device)
             with torch.no_grad():
                 plain.down.weight.copy_(mix.down_w.mean(0))

@@ -14,6 +14,16 @@ gradients, no parameters. BBT still learns a continuous soft prompt p [n, d] for
 3. **the loss** is the cross-entropy of the target answers under each candidate's prompt, on a
    fixed small training set, computed from the model's output scores only.
 
+The baseline BBT must beat is **random search at equal budget** (:func:`random_search`): the
+same subspace (p_0, A), the same training examples, the same number of candidate evaluations
+and model calls, but every candidate drawn afresh from N(0, σ_0² I) and the best one kept.
+CMA-ES's first generation *is* such a random draw; what it adds is the adaptation of the
+Gaussian from one generation to the next.
+
+Simplified here (Sun et al. 2022 use a 1024-dimensional RoBERTa/GPT-2 embedding, k = 500 and
+8,000 API calls, and BBTv2 adds deep prompts in every layer): a small k, population and budget,
+the soft prompt only at the input, and the loss is the answer cross-entropy (no verbaliser).
+
 Speed: the whole population is scored in **one batched forward pass** — λ prompts x B examples
 as λ·B rows, each row with its own soft prompt (:func:`population_losses`). ``batched=False``
 scores candidates one call each (for the benchmark). Every model call is counted.
@@ -31,7 +41,7 @@ from lfmlab.tuning.prompt import SoftPrompt, SoftPromptLM, init_prompt
 from lfmlab.tuning.tasks import row_losses
 from lfmlab.tuning.train import TuneResult, count, frozen_copy
 
-__all__ = ["CallCounter", "Projection", "population_losses", "bbt"]
+__all__ = ["CallCounter", "Projection", "population_losses", "bbt", "random_search", "prompt_at"]
 
 
 class CallCounter:
@@ -89,6 +99,37 @@ def population_losses(model: SoftPromptLM, prompts: torch.Tensor, batch, batched
     return row_losses(model(ids, mask, prompt=rows).logits, labels).view(lam, B).mean(1)
 
 
+def _setup(model: nn.Module, data, n_tokens: int, k: int, examples: int, seed: int):
+    """The frozen prompt model, the projection (p_0, A) and the fixed training batch of a search."""
+    pm = SoftPromptLM(frozen_copy(model), SoftPrompt(init_prompt(model, n_tokens, "vocab", seed=seed)), n_tokens)
+    pm.eval()
+    table = pm.base.get_input_embeddings().weight
+    proj = Projection.random(pm.source.weight.detach().clone(), k, float(table.std()), seed)
+    g = torch.Generator().manual_seed(seed)
+    rows = torch.randperm(len(data), generator=g)[:examples]
+    return pm, proj, rows, data.rows(rows)
+
+
+def _finish(name: str, model: nn.Module, pm: SoftPromptLM, proj: Projection, z_best: torch.Tensor, k: int,
+            curve: list[float], seconds: float, info: dict) -> TuneResult:
+    with torch.no_grad():
+        pm.source.weight.copy_(proj(z_best[None])[0])
+    for p in pm.parameters():
+        p.requires_grad_(False)
+    return TuneResult(name, pm, k, count(model), curve, seconds, info)
+
+
+def prompt_at(result: TuneResult, z: torch.Tensor | None = None) -> SoftPromptLM:
+    """The prompt model of a BBT or random-search result with the prompt p_0 + A z (``z=None``:
+    z = 0, the initial prompt p_0). Shares the frozen base model with ``result.model``."""
+    proj: Projection = result.info["projection"]
+    z = torch.zeros(proj.k) if z is None else torch.as_tensor(z, dtype=torch.float32)
+    pm = result.model
+    with torch.no_grad():
+        P = proj(z[None])[0].clone()
+    return SoftPromptLM(pm.base, SoftPrompt(P).requires_grad_(False), pm.n_tokens).eval()
+
+
 def bbt(model: nn.Module, data, n_tokens: int = 5, k: int = 20, popsize: int = 16, generations: int = 30,
         sigma0: float = 1.0, examples: int = 32, seed: int = 0, batched: bool = True,
         callback=None) -> TuneResult:
@@ -105,13 +146,7 @@ def bbt(model: nn.Module, data, n_tokens: int = 5, k: int = 20, popsize: int = 1
 
     if min(n_tokens, k, popsize, generations, examples) < 1:
         raise ValueError("n_tokens, k, popsize, generations and examples must all be >= 1")
-    pm = SoftPromptLM(frozen_copy(model), SoftPrompt(init_prompt(model, n_tokens, "vocab", seed=seed)), n_tokens)
-    pm.eval()
-    table = pm.base.get_input_embeddings().weight
-    proj = Projection.random(pm.source.weight.detach().clone(), k, float(table.std()), seed)
-    g = torch.Generator().manual_seed(seed)
-    rows = torch.randperm(len(data), generator=g)[:examples]
-    batch = data.rows(rows)
+    pm, proj, rows, batch = _setup(model, data, n_tokens, k, examples, seed)
     es = cma.CMAEvolutionStrategy(np.zeros(k), sigma0, {"popsize": popsize, "seed": seed + 1, "verbose": -9})
     counter = CallCounter(pm.base)
     best_curve, mean_curve = [], []
@@ -133,11 +168,48 @@ def bbt(model: nn.Module, data, n_tokens: int = 5, k: int = 20, popsize: int = 1
         counter.close()
     seconds = time.perf_counter() - start
     z_best = torch.as_tensor(np.asarray(es.result.xbest), dtype=torch.float32)
-    with torch.no_grad():
-        pm.source.weight.copy_(proj(z_best[None])[0])
-    for p in pm.parameters():
-        p.requires_grad_(False)
-    return TuneResult(f"BBT (k={k}, λ={popsize})", pm, k, count(model), best_curve, seconds,
-                      {"initial_loss": initial, "best_loss": best_curve[-1], "mean_losses": mean_curve,
-                       "calls": counter.calls, "sequences": counter.rows, "evaluations": popsize * generations,
-                       "k": k, "z": z_best, "projection": proj, "batched": batched, "examples": rows.tolist()})
+    return _finish(f"BBT (k={k}, λ={popsize})", model, pm, proj, z_best, k, best_curve, seconds,
+                   {"initial_loss": initial, "best_loss": best_curve[-1], "mean_losses": mean_curve,
+                    "calls": counter.calls, "sequences": counter.rows, "evaluations": popsize * generations,
+                    "k": k, "z": z_best, "projection": proj, "batched": batched, "examples": rows.tolist()})
+
+
+def random_search(model: nn.Module, data, n_tokens: int = 5, k: int = 20, popsize: int = 16, generations: int = 30,
+                  sigma0: float = 1.0, examples: int = 32, seed: int = 0, batched: bool = True,
+                  callback=None) -> TuneResult:
+    """Random search at BBT's budget: the baseline (and null method) of :func:`bbt`.
+
+    Same arguments, same subspace p_0 + A z, same training examples, same number of candidate
+    evaluations (``popsize x generations``) and model calls (one batched call per group of
+    ``popsize``), but each candidate is z ~ N(0, σ_0² I), drawn independently, and the best one
+    is kept: no distribution is adapted. ``result.info`` has the same keys as BBT's.
+    """
+    if min(n_tokens, k, popsize, generations, examples) < 1:
+        raise ValueError("n_tokens, k, popsize, generations and examples must all be >= 1")
+    pm, proj, rows, batch = _setup(model, data, n_tokens, k, examples, seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    counter = CallCounter(pm.base)
+    best_curve, mean_curve = [], []
+    best, z_best = float("inf"), torch.zeros(k)
+    start = time.perf_counter()
+    try:
+        with torch.no_grad():
+            initial = float(population_losses(pm, proj.p0[None], batch)[0])
+            counter.calls, counter.rows = 0, 0
+            for gen in range(generations):
+                Z = sigma0 * torch.randn(popsize, k, generator=g)                   # [λ, k]
+                values = population_losses(pm, proj(Z), batch, batched).double().cpu()
+                i = int(values.argmin())
+                if float(values[i]) < best:
+                    best, z_best = float(values[i]), Z[i].clone()
+                best_curve.append(best)
+                mean_curve.append(float(values.mean()))
+                if callback is not None:
+                    callback(gen + 1, best)
+    finally:
+        counter.close()
+    seconds = time.perf_counter() - start
+    return _finish(f"random search (k={k}, {popsize}/call)", model, pm, proj, z_best, k, best_curve, seconds,
+                   {"initial_loss": initial, "best_loss": best, "mean_losses": mean_curve,
+                    "calls": counter.calls, "sequences": counter.rows, "evaluations": popsize * generations,
+                    "k": k, "z": z_best, "projection": proj, "batched": batched, "examples": rows.tolist()})

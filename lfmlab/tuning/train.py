@@ -105,13 +105,15 @@ def fit(model: nn.Module, data, config: TrainConfig | None = None, callback: Cal
 
     Minibatches are drawn without replacement, epoch after epoch (seeded by ``config.seed``).
     ``loss_fn(model, idx)`` replaces ``data.loss`` (AdaMix adds a consistency term, say).
-    The model is in train mode while it learns and in eval mode on return.
+    The model is in train mode while it learns and in eval mode on return. ``lr = 0`` is the
+    null run of a method: the same steps and losses, parameters that never move.
     """
     from lfmlab.progress import progress
 
     cfg = config or TrainConfig()
-    if cfg.steps < 1 or cfg.batch_size < 1 or cfg.lr <= 0:
-        raise ValueError(f"steps, batch_size and lr must be positive (got {cfg.steps}, {cfg.batch_size}, {cfg.lr})")
+    if cfg.steps < 1 or cfg.batch_size < 1 or cfg.lr < 0:
+        raise ValueError(f"steps and batch_size must be positive and lr >= 0 (got {cfg.steps}, {cfg.batch_size}, "
+                         f"{cfg.lr})")
     params = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
     if not params:
         raise ValueError("nothing to train: every parameter is frozen")
