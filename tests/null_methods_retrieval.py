@@ -110,15 +110,25 @@ def null_measured() -> dict[str, dict[str, float]]:
     unchanged = all(torch.equal(a, b) for a, b in zip(model.parameters(), trained.parameters()))
     out["frozen LM"] = {"lm/unchanged": float(unchanged)}
 
-    # the panel without its input check
+    # the panel without any check of λ (neither its own, nor its slider's, nor the method's)
     from lfmlab.ui.retrieval import KNNPanel
 
     class Unchecked(KNNPanel):
         def check(self):
             pass
 
-    panel = Unchecked(model, tok, store, temperature=T)
-    panel.demo(prompt="The currency code of Japan is", lam=0.25, k=8)
+        def summary(self, result):
+            return "shown"
+
+        def render(self, result):
+            pass
+
+        def _remix(self, *_):
+            pass
+
+    panel = Unchecked(model, tok, store, temperature=T)        # no view built: no slider refuses
+    panel.prompt, panel.lam, panel.k = "The currency code of Japan is", 0.25, 8
+    panel.run()
     last = panel.result
     panel.lam = 1.5
     panel.run()
