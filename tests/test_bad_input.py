@@ -304,3 +304,28 @@ def test_editor_panel_reset_undoes_every_method_and_a_new_panel_starts_clean(wlm
     panel.subject = "Atlantis"
     last = panel.result
     assert panel.run() is None and "unknown subject" in panel.message and panel.result is last
+
+
+# ---- model tuning: a diverged run is no result; a rank the layer cannot hold is refused -------
+
+def test_a_diverged_tuning_run_says_so(wlm):
+    from lfmlab.tuning import methods, tasks
+    from lfmlab.tuning.train import TrainConfig
+
+    snap = snapshot(wlm.model)
+    task = tasks.world_qa(wlm.tokenizer, max_subjects=10, seed=0, device="cpu")
+    with pytest.raises(validate.NotFinite, match="diverged|not finite"):
+        methods.run("full fine-tuning", wlm.model, task.train,
+                    config=TrainConfig(steps=3, lr=1e9, batch_size=8, seed=0, every=1))
+    with pytest.raises(validate.BadValue, match="lr = nan"):
+        methods.run("LoRA", wlm.model, task.train, config=TrainConfig(steps=3, lr=NAN, batch_size=8))
+    assert same(wlm.model, snap)
+
+
+def test_lora_rank_beyond_the_layer_is_refused(wlm):
+    from lfmlab.tuning import lora
+
+    snap = snapshot(wlm.model)
+    with pytest.raises(ValueError, match="larger than this"):
+        lora.add_lora(wlm.model, rank=500)
+    assert same(wlm.model, snap)

@@ -51,6 +51,10 @@ class LoRALinear(nn.Module):
         super().__init__()
         if rank < 1:
             raise ValueError(f"LoRA rank must be >= 1, got {rank}")
+        d_in_, d_out_ = _in_out(base)
+        if rank > min(d_in_, d_out_):
+            raise ValueError(f"LoRA rank {rank} is larger than this {d_out_}×{d_in_} layer allows: B A has rank at "
+                             f"most {min(d_in_, d_out_)}. Choose a rank between 1 and {min(d_in_, d_out_)}.")
         d_in, d_out = _in_out(base)
         self.base, self.rank, self.alpha = base, int(rank), float(alpha)
         self.scaling = self.alpha / self.rank

@@ -110,7 +110,10 @@ def fit(model: nn.Module, data, config: TrainConfig | None = None, callback: Cal
     """
     from lfmlab.progress import progress
 
+    from lfmlab import validate
+
     cfg = config or TrainConfig()
+    validate.number("lr", cfg.lr, 0.0, None, fix="A learning rate is a finite number ≥ 0, e.g. 1e-3.")
     if cfg.steps < 1 or cfg.batch_size < 1 or cfg.lr < 0:
         raise ValueError(f"steps and batch_size must be positive and lr >= 0 (got {cfg.steps}, {cfg.batch_size}, "
                          f"{cfg.lr})")
@@ -145,6 +148,10 @@ def fit(model: nn.Module, data, config: TrainConfig | None = None, callback: Cal
             bar.update(1)
             if (step + 1) % cfg.every == 0 or step + 1 == cfg.steps:
                 value = float(loss.detach())  # one sync every `every` steps
+                if value != value or value in (float("inf"), float("-inf")):
+                    raise validate.NotFinite(
+                        f"the training loss is {value} at step {step + 1}: training diverged (lr = {cfg.lr:g}). "
+                        "Lower the learning rate; nothing usable was trained.")
                 bar.set_postfix(loss=value)
                 if callback is not None:
                     callback(step + 1, value)
@@ -152,6 +159,7 @@ def fit(model: nn.Module, data, config: TrainConfig | None = None, callback: Cal
         bar.close()
         model.eval()
     seconds = time.perf_counter() - start
+    validate.finite(f"a trained parameter (lr = {cfg.lr:g})", {i: p.detach() for i, p in enumerate(params)})
     return torch.stack(losses).float().cpu().tolist(), seconds
 
 

@@ -174,8 +174,9 @@ class Panel(HasTraits):
     def fail(self, err: BaseException, unexpected: bool = False) -> None:
         text = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
         prefix = f"Unexpected {type(err).__name__}: " if unexpected else ""
+        kept = " (the panel still shows the last good result)" if self.result is not None else ""
         self.ok = False
-        self.message = prefix + str(text)
+        self.message = prefix + str(text) + kept
         return None
 
     def demo(self, **values: Any) -> Any:
