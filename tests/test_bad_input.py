@@ -251,6 +251,11 @@ def test_a_dropdown_refusal_lists_the_choices_and_blocks_the_run():
     assert panel.run() is None and panel.result is None
     panel.model_a = "digits-mlp-0"
     assert panel._refused == {}
+    panel.model_a = "digits-mlp-7"
+    dropdown = panel.widget.children[1].children[0]
+    dropdown.value = "digits-mlp-1"                         # the learner picks a valid one in the view
+    dropdown.value = "digits-mlp-0"
+    assert panel._refused == {} and panel.model_a == "digits-mlp-0"
 
 
 # ---- model editing: the edit is validated once, and the model is never left edited ------------

@@ -108,6 +108,7 @@ class Panel(HasTraits):
             syncing[0] = True
             try:
                 setattr(self, trait, change["new"])
+                self._refused.pop(trait, None)            # the control holds a value it accepts
             except traitlets.TraitError as err:
                 widget.value = getattr(self, trait)
                 self.fail(BadInput(f"{trait} = {change['new']!r} is not allowed: {err}"))
