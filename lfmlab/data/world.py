@@ -415,7 +415,8 @@ class World:
         for an editor to contrast its own fact with."""
         order = list(self.facts_of(split="train"))
         random.Random(seed).shuffle(order)  # one order per seed: excluding a subject keeps the rest
-        chosen = [f for f in order if f.subject not in set(exclude)][:n]
+        excluded = set(exclude)
+        chosen = [f for f in order if f.subject not in excluded][:n]
         return [(self.prompt(f.subject, f.relation, self.UNSCORED_TEMPLATE), f.subject, f.object) for f in chosen]
 
     def summary(self) -> dict[str, dict[str, int]]:

@@ -42,10 +42,7 @@ class ProbePanel(Panel):
     def check(self):
         if not self.prompt.strip():
             raise BadInput("The prompt is empty: type the start of a sentence, e.g. 'The capital of Peru is'.")
-        n = len(lm.encode_prompt(self.tokenizer, self.prompt))
-        limit = getattr(self.model.config, "n_positions", None) or self.model.config.max_position_embeddings
-        if n >= limit:
-            raise BadInput(f"The prompt is {n} tokens long; this model reads at most {limit - 1}. Shorten it.")
+        lm.fits(self.model, len(lm.encode_prompt(self.tokenizer, self.prompt)))
 
     def compute(self) -> ProbeResult:
         top = lm.top_k(self.model, self.tokenizer, self.prompt, self.k)

@@ -67,10 +67,7 @@ class KNNPanel(Panel):
     def check(self):
         if not self.prompt.strip():
             raise BadInput("The prompt is empty: type the start of a sentence, e.g. 'The capital of Peru is'.")
-        n = len(lm.encode_prompt(self.tokenizer, self.prompt))
-        if n >= self.model.config.n_positions:
-            raise BadInput(f"The prompt is {n} tokens long; this model reads at most "
-                           f"{self.model.config.n_positions - 1}. Shorten it.")
+        lm.fits(self.model, len(lm.encode_prompt(self.tokenizer, self.prompt)))
         if len(self.store) == 0:
             raise BadInput("The datastore is empty: build it from a corpus first (datastore.build).")
         _check_mix(self.lam, self.k, self.temperature)
