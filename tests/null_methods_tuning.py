@@ -101,7 +101,7 @@ def _mechanism_nulls(model, task) -> dict[str, dict[str, float]]:
     import copy
 
     from lfmlab.tuning import methods
-    from lfmlab.tuning.train import TrainConfig, latencies
+    from lfmlab.tuning.train import TrainConfig, flops, latency_ratios
     from lfmlab.ui.tuning import TuningPanel
 
     trained = methods.run("LoRA", model, task.train, size=4,
@@ -117,8 +117,9 @@ def _mechanism_nulls(model, task) -> dict[str, dict[str, float]]:
     unmerged = methods.run("LoRA", model, task.train, size=4,
                            config=TrainConfig(steps=2, lr=1e-2, batch_size=16, seed=SEED, every=2)).model
     one = task.test.rows([0])
-    lat = latencies({"base": model, "unmerged": unmerged, "base again": model}, one.input_ids, one.attention_mask,
-                    rounds=40)
+    lat = latency_ratios({"base": model, "base again": model}, one.input_ids, one.attention_mask, rounds=30)
+    unmerged_flops = flops(unmerged, one.input_ids, one.attention_mask) / flops(model, one.input_ids,
+                                                                                one.attention_mask)
 
     class NoCheckPanel(TuningPanel):
         def check(self):  # the null: no input check
@@ -133,8 +134,8 @@ def _mechanism_nulls(model, task) -> dict[str, dict[str, float]]:
     panel.run()
     refused = (not panel.ok) and "between" in panel.message and panel.result is last and True not in busy
     return {"LoRA merge": {"LoRA merge/max logit gap, float64": gap},
-            "LoRA merged serving": {"latency/LoRA merged": lat["unmerged"] / lat["base"]},
-            "adapters latency": {"latency/adapters": lat["base again"] / lat["base"]},
+            "LoRA merged serving": {"flops/LoRA merged": unmerged_flops},
+            "adapters latency": {"latency/adapters": lat["base again"]},
             "panel": {"panel/refused a bad size": float(refused)}}
 
 

@@ -108,6 +108,24 @@ def test_lora_merge_unmerge_and_unload(arch, tiny):
     assert _same(base_w, back, atol=1e-6)
 
 
+@pytest.mark.parametrize("arch", ARCHS)
+def test_flops_see_the_unmerged_lora_and_the_adapters_but_not_the_merged_lora(arch, tiny):
+    from lfmlab.tuning.train import flops, latency_ratios
+
+    model = hub.random_model(arch, seed=3)
+    wrapped = lora.add_lora(model, rank=4)
+    with_adapters = adapters.add_adapters(model, bottleneck=8)
+    one = tiny.rows([0])
+    ids, mask = one.input_ids, one.attention_mask
+    base = flops(model, ids, mask)
+    assert base > 0 and flops(lora.merge_and_unload(wrapped), ids, mask) == base
+    assert flops(wrapped, ids, mask) > base and flops(with_adapters, ids, mask) > base
+    ratios = latency_ratios({"base": model, "again": model}, ids, mask, rounds=3, warmup=1, block=1)
+    assert ratios["base"] == 1.0 and ratios["again"] > 0
+    with pytest.raises(ValueError, match="reference"):
+        latency_ratios({"base": model}, ids, mask, reference="tuned")
+
+
 def test_lora_targets_come_from_the_layout():
     assert lora.linear_targets(hub.random_model("gpt2"), "attn") == [
         f"transformer.h.{i}.attn.{p}" for i in range(2) for p in ("c_attn", "c_proj")]

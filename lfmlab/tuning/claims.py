@@ -82,11 +82,14 @@ CLAIMS: list[Claim] = [
     # --- mechanisms -------------------------------------------------------------------------------
     Claim("LoRA: merged equals unmerged (max |Δlogit| ≤ 1e-5, float64)", "LoRA merge/max logit gap, float64",
           "<=", 1e-5, about=("LoRA merge",), fmt=".1e"),
-    # merged: 0.97-1.01 x base over seeds; serving it unmerged (the null) measures 1.13 x
-    Claim("LoRA merged: latency within 8% of the base model (batch 1)", "latency/LoRA merged", "<=", 1.08,
-          about=("LoRA merged serving",)),
-    Claim("adapters: add latency (≥ 1.05 × base and above merged LoRA)", "latency/adapters", ">=",
-          lambda m: max(1.05, m["latency/LoRA merged"]), about=("adapters latency",)),
+    # FLOPs are counted, not timed: exactly equal for the merged model; serving it unmerged (the
+    # null) adds B A (+1.4 % on world-lm at batch 1)
+    Claim("LoRA merged: no extra computation (FLOPs per forward = the base model's)", "flops/LoRA merged",
+          "<=", 1.0, about=("LoRA merged serving",), fmt=".4f"),
+    # batch 1, paired by round: adapters 1.18-1.28 x base over seeds and repeats; the null (the base
+    # model timed against itself) 0.98-1.05 x
+    Claim("adapters: add latency (≥ 1.10 × base, batch 1)", "latency/adapters", ">=", 1.10,
+          about=("adapters latency",)),
     Claim("panel: refuses a bad size before any work, keeps its last result", "panel/refused a bad size", ">=", 1.0,
           about=("panel",)),
 ]

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 __all__ = ["TrainConfig", "TuneResult", "fit", "frozen_copy", "unfreeze", "count", "latency", "latencies",
-           "Callback"]
+           "latency_ratios", "flops", "Callback"]
 
 Callback = Callable[[int, float], None]  # (step, loss) -> None, e.g. a live loss plot
 
@@ -182,27 +182,85 @@ def latency(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Ten
     return float(sorted(times)[len(times) // 2])
 
 
-@torch.no_grad()
-def latencies(models: Mapping[str, nn.Module], input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-              rounds: int = 30, warmup: int = 3) -> dict[str, float]:
-    """Median seconds of one forward pass for each model, measured in interleaved rounds.
+def _timed_rounds(models: Mapping[str, nn.Module], input_ids: torch.Tensor, mask: torch.Tensor,
+                  rounds: int, warmup: int, block: int) -> dict[str, list[float]]:
+    """Seconds per forward pass of each model in each round: every round runs every model
+    ``block`` times in a row, in a rotating order, with the garbage collector paused."""
+    import gc
 
-    Each round runs every model once, in a rotating order, so that a busy moment of a shared
-    machine slows all models alike; the median over rounds then compares them fairly.
-    """
-    mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
     names = list(models)
     cuda = input_ids.device.type == "cuda"
     times: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(warmup + rounds):
-        k = r % len(names)
-        for name in names[k:] + names[:k]:
-            if cuda:
-                torch.cuda.synchronize(input_ids.device)
-            start = time.perf_counter()
-            models[name](input_ids=input_ids, attention_mask=mask)
-            if cuda:
-                torch.cuda.synchronize(input_ids.device)
-            if r >= warmup:
-                times[name].append(time.perf_counter() - start)
-    return {n: float(sorted(t)[len(t) // 2]) for n, t in times.items()}
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for r in range(warmup + rounds):
+            k = r % len(names)
+            for name in names[k:] + names[:k]:
+                if cuda:
+                    torch.cuda.synchronize(input_ids.device)
+                start = time.perf_counter()
+                for _ in range(block):
+                    models[name](input_ids=input_ids, attention_mask=mask)
+                if cuda:
+                    torch.cuda.synchronize(input_ids.device)
+                if r >= warmup:
+                    times[name].append((time.perf_counter() - start) / block)
+    finally:
+        if enabled:
+            gc.enable()
+    return times
+
+
+def _median(values: Sequence[float]) -> float:
+    return float(sorted(values)[len(values) // 2])
+
+
+@torch.no_grad()
+def latencies(models: Mapping[str, nn.Module], input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+              rounds: int = 30, warmup: int = 3, block: int = 4) -> dict[str, float]:
+    """Median seconds of one forward pass for each model, measured in interleaved rounds.
+
+    Each round runs every model ``block`` times, in a rotating order, so that a busy moment of
+    a shared machine slows all models alike; the median over rounds then compares them fairly.
+    To compare models, prefer :func:`latency_ratios`.
+    """
+    mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+    times = _timed_rounds(models, input_ids, mask, rounds, warmup, block)
+    return {n: _median(t) for n, t in times.items()}
+
+
+@torch.no_grad()
+def latency_ratios(models: Mapping[str, nn.Module], input_ids: torch.Tensor,
+                   attention_mask: torch.Tensor | None = None, reference: str | None = None,
+                   rounds: int = 30, warmup: int = 3, block: int = 4) -> dict[str, float]:
+    """Each model's forward time relative to ``reference`` (default: the first model), paired by
+    round: the median over rounds of (model's time / reference's time in the same round).
+
+    Pairing cancels what slows a whole round down (another job on a shared CPU); on a 2-core
+    machine the ratio of the same model with itself stays within about ±5 %, where ratios of
+    separate medians wandered by up to 10 %.
+    """
+    if not models:
+        raise ValueError("latency_ratios needs at least one model")
+    reference = next(iter(models)) if reference is None else reference
+    if reference not in models:
+        raise ValueError(f"the reference {reference!r} is not among the models {list(models)}")
+    mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+    times = _timed_rounds(models, input_ids, mask, rounds, warmup, block)
+    ref = times[reference]
+    return {n: _median([a / b for a, b in zip(t, ref)]) for n, t in times.items()}
+
+
+@torch.no_grad()
+def flops(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> int:
+    """Floating-point operations of one forward pass, counted by ``torch.utils.flop_counter``
+    (matrix products and attention; elementwise work is not counted). Deterministic: the
+    machine-independent side of inference cost."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(input_ids=input_ids, attention_mask=mask)
+    return int(counter.get_total_flops())

@@ -15,7 +15,7 @@ from torch import nn
 from traitlets import Float, Int, Unicode
 
 from lfmlab.tuning import methods
-from lfmlab.tuning.train import TrainConfig, TuneResult, latencies
+from lfmlab.tuning.train import TrainConfig, TuneResult, latency_ratios
 from lfmlab.ui.panel import BadInput, Panel
 
 __all__ = ["TuningPanel", "TuningRun"]
@@ -123,10 +123,9 @@ class TuningPanel(Panel):
         result = methods.run(self.method, self.model, self.task.train, self.size, cfg, live)
         deployed = spec.deploy(result)
         acc = self.task.evals[self.eval_name].accuracy(deployed)
-        # base and tuned model interleaved, so a busy moment of a shared machine slows both alike
-        lat = latencies({"base": self.model, "tuned": deployed}, self._probe.input_ids, self._probe.attention_mask,
-                        rounds=self.latency_rounds)
-        ratio = lat["tuned"] / lat["base"]
+        # base and tuned model paired by round, so a busy moment of a shared machine slows both alike
+        ratio = latency_ratios({"base": self.model, "tuned": deployed}, self._probe.input_ids,
+                               self._probe.attention_mask, rounds=self.latency_rounds)["tuned"]
         return TuningRun(self.method, spec.size_label, self.size if spec.size_range != (0, 0) else 0, acc,
                          result.trainable, result.share, result.seconds, ratio, result.losses, result)
 
