@@ -5,7 +5,8 @@ fed the numbers of a recorded smoke run of its notebook (``tests/data/measured/<
 written by ``benchmarks/claims_spread.py``) in which the results of the methods it is *about*
 are replaced by what their **null method** measures, computed for real in this test: the
 identity editor, an untrained MEND, λ = 0, an empty datastore, random search at BBT's budget,
-tuning whose parameters never move, random neighbours for a search. The claim must then fail,
+tuning whose parameters never move, random neighbours for a search,
+one ensemble member alone, the identity permutation, no merge. The claim must then fail,
 and on finite numbers (a claim that fails only because a value is missing proves nothing).
 
 The recorded run must also pass every claim it can judge: the same claims, the same numbers.
@@ -19,9 +20,11 @@ from lfmlab import claims as C
 
 import null_methods_editing
 import null_methods_retrieval
+import null_methods_reuse
 import null_methods_tuning
 
-AREAS = {m.NOTEBOOK: m for m in (null_methods_tuning, null_methods_retrieval, null_methods_editing)}
+AREAS = {m.NOTEBOOK: m for m in (null_methods_tuning, null_methods_retrieval, null_methods_reuse,
+                                 null_methods_editing)}
 CASES = [(nb, c) for nb, m in AREAS.items() for c in m.CLAIMS]
 
 

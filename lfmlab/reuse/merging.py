@@ -113,11 +113,13 @@ def select(pool: TaskPool, method: str, tasks: Sequence[str] | None = None, grid
 
 @dataclass
 class Comparison:
-    """Per-task test accuracies of every row (``rows[name][task]``), chosen hyper-parameters, seconds."""
+    """Per-task test accuracies of every row (``rows[name][task]``), chosen hyper-parameters, seconds,
+    and what each method reported (``info[name]``, e.g. AdaMerging's entropy per step)."""
 
     rows: dict[str, dict[str, float]]
     hyper: dict[str, dict]
     seconds: dict[str, float]
+    info: dict[str, dict] = field(default_factory=dict)
 
     def mean(self, name: str) -> float:
         return sum(self.rows[name].values()) / len(self.rows[name])
@@ -140,7 +142,7 @@ def compare(pool: TaskPool, methods: Sequence[str] = METHODS, tasks: Sequence[st
     tasks = list(tasks or pool.tasks)
     st = st if st is not None else (stats(pool, tasks, seed=seed) if {"Fisher", "RegMean"} & set(methods) else None)
     rows = {"pretrained": pool.accuracy(pool.trunk(), tasks=tasks)}
-    hyper, seconds = {}, {}
+    hyper, seconds, info = {}, {}, {}
     lam_ta = None
     for method in methods:
         start = time.perf_counter()
@@ -154,8 +156,8 @@ def compare(pool: TaskPool, methods: Sequence[str] = METHODS, tasks: Sequence[st
             lam = lam_ta if lam_ta is not None else select(pool, "task arithmetic", tasks, seed=seed)[0]
         m = merge(pool, method, tasks, lam, st, seed=seed, **kw)
         rows[method] = pool.accuracy({k: m.state[k] for k in pool.trunk_keys}, tasks=tasks)
-        hyper[method] = m.hyper
+        hyper[method], info[method] = m.hyper, m.info
         seconds[method] = time.perf_counter() - start
     rows["ensemble"] = pool.ensemble_accuracy(tasks=tasks, members=tasks)
     rows["individual"] = pool.accuracy(tasks=tasks)
-    return Comparison(rows, hyper, seconds)
+    return Comparison(rows, hyper, seconds, info)
