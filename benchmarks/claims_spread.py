@@ -29,6 +29,7 @@ from lfmlab import claims as C  # noqa: E402
 CLAIM_SETS = {  # notebook -> module with CLAIMS
     "02_model_tuning": "lfmlab.tuning.claims",
     "03_database_augmentation": "lfmlab.retrieval.claims",
+    "04_model_distillation": "lfmlab.distill.claims",
     "05_model_reuse": "lfmlab.reuse.claims",
     "07_model_editing": "lfmlab.editing.claims",
 }

@@ -1,0 +1,42 @@
+"""What notebook 04 (model distillation) teaches, as claims a test can run (:mod:`lfmlab.claims`).
+
+Each claim compares a method with what it would measure if it did nothing, so that its **null
+method** fails it (``tests/null_methods_distill.py`` computes those for real at the smoke sizes):
+
+* KD on real data -> the student left at its initialisation;
+* each data-free method -> its synthesis switched off (0 pixel steps, an untrained generator,
+  0 synthesiser rounds): the student then learns from the starting noise, the floor;
+* DeepInversion's BN term -> weight 0 (the DeepDream prior);
+* the LM student -> the student before any training;
+* the panel's refusal -> a panel without its input check.
+
+Accuracies are on the real test split, which chose nothing (every budget is fixed). Quality bars
+that need the full budgets are ``full_only``; the smoke run reports them as skipped.
+"""
+from __future__ import annotations
+
+from lfmlab.claims import Claim
+
+DATA_FREE = ("DeepInversion", "DeepDream prior (DI without BN)", "ZSKD (data impressions)", "DAFL", "ZSKT (KL)",
+             "DFAD (L1)", "Fast (meta-learned generator)")
+
+CLAIMS: list[Claim] = [
+    # smoke, seeds 0-4: 0.77-0.83 of a 0.99 teacher (bar 0.69)
+    Claim("KD on real data: student ≥ 70% of the teacher's test accuracy (90% in the full run)",
+          "KD on real data/accuracy", ">=", lambda m: m["KD/bar share"] * m["teacher/accuracy"],
+          about=("KD on real data",), fmt=".3f"),
+    # smoke, seeds 0-4: DeepInversion 0.26-0.44 against KD on noise 0.11-0.15 (lead ≥ 0.148)
+    Claim("DeepInversion beats KD on Gaussian noise by ≥ 0.10", "DeepInversion/accuracy", ">=",
+          lambda m: m["KD on Gaussian noise/accuracy"] + 0.10, about=("DeepInversion",), fmt=".3f"),
+    Claim("panel: a negative weight is refused and the last result kept", "panel/refused a negative weight", ">=",
+          1.0, about=("panel",)),
+    # --- full budgets -------------------------------------------------------------------------
+    *[Claim(f"{name}: beats KD on Gaussian noise (mean over seeds)", f"{name}/accuracy", ">",
+            "KD on Gaussian noise/accuracy", about=(name,), full_only=True, fmt=".3f") for name in DATA_FREE],
+    Claim("DeepInversion with BN beats it without by > 2 std and > 2 points", "DeepInversion/accuracy", ">",
+          lambda m: m["DeepDream prior (DI without BN)/accuracy"]
+          + max(0.02, 2 * max(m["DeepInversion/std"], m["DeepDream prior (DI without BN)/std"])),
+          about=("DeepInversion BN term",), full_only=True, fmt=".3f"),
+    Claim("the LM student recalls ≥ 20% of the facts the teacher recalls", "LM/student recall", ">=",
+          lambda m: 0.2 * m["LM/teacher recall"], about=("LM student",), full_only=True, fmt=".3f"),
+]

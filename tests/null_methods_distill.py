@@ -1,0 +1,103 @@
+"""Null methods of notebook 04 (model distillation), computed for real at the smoke sizes (SEED 0).
+
+* "KD on real data": the student left at its initialisation;
+* "DeepInversion", "DeepDream prior (DI without BN)", "ZSKD (data impressions)": 0 pixel steps,
+  so the student is distilled on the starting noise images;
+* "DAFL", "ZSKT (KL)", "DFAD (L1)": the generator left untrained (its learning rate 0), the
+  student trained on its samples as usual;
+* "Fast (meta-learned generator)": learning rate 0 and ε = 0, the untrained synthesiser's images;
+* "DeepInversion BN term": BN weight 0, i.e. the DeepDream prior, as the recorded run measured it;
+* "LM student": the student LM before any training;
+* "panel": a distillation panel that takes any weight silently (a negative one as 0).
+"""
+from __future__ import annotations
+
+import json
+
+import lfmlab  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch)
+
+import torch
+
+from lfmlab.distill.claims import CLAIMS  # noqa: F401  (read by the driver)
+
+NOTEBOOK = "04_model_distillation"
+SEED = 0
+STUDENT_STEPS, PER_CLASS, ITERATIONS, FAST_ROUNDS = 60, 8, 40, 3      # the notebook's smoke sizes
+
+
+def null_measured() -> dict[str, dict[str, float]]:
+    from harness import ROOT
+    from lfmlab import runtime, zoo
+    from lfmlab.data import digits, world
+    from lfmlab.distill import adversarial, dafl, deepinversion, fast, kd, lm, zskd
+    from lfmlab.distill.inversion import InversionConfig
+    from lfmlab.ui.distillation import DistillPanel
+
+    runtime.setup(seed=SEED, device="cpu", smoke=True)
+    recorded = json.loads((ROOT / "tests" / "data" / "measured" / f"{NOTEBOOK}.seed0.json").read_text())
+    d = digits.load()
+    test = (d.test.x, d.test.y)
+    teacher = zoo.load("digits-teacher").model.eval()
+    student = zoo.load("digits-student").model
+    gen = lambda: torch.Generator().manual_seed(1000 * SEED + 7)  # noqa: E731  (the notebook's)
+    out: dict[str, dict[str, float]] = {"KD on real data": {
+        "KD on real data/accuracy": zoo.digits.accuracy(student, *test)}}
+
+    def acc(name, r):
+        out[name] = {f"{name}/accuracy": r.accuracy}
+
+    kd_cfg = kd.KDConfig(steps=STUDENT_STEPS, jitter=1)
+    di_cfg = deepinversion.DIConfig(per_class=PER_CLASS, inversion=InversionConfig(steps=0), kd=kd_cfg)
+    acc("DeepInversion", deepinversion.deepinversion(teacher, student, di_cfg, test, gen()))
+    acc("DeepDream prior (DI without BN)", deepinversion.deepdream(teacher, student, di_cfg, test, gen()))
+    zs_cfg = zskd.ZSKDConfig(per_class=PER_CLASS, kd=kd_cfg)
+    zs_cfg.inversion.steps = 0
+    acc("ZSKD (data impressions)", zskd.zskd(teacher, student, zs_cfg, test, gen()))
+    acc("DAFL", dafl.dafl(teacher, student, dafl.DAFLConfig(iterations=ITERATIONS, lr_g=0.0), test, gen()))
+    for kind, name in (("kl", "ZSKT (KL)"), ("l1", "DFAD (L1)")):
+        cfg = adversarial.AdversarialConfig(kind=kind, iterations=4, student_steps=10, lr_g=0.0)
+        acc(name, adversarial.zskt(teacher, student, cfg, test, gen()))
+    fa_cfg = fast.FastConfig(rounds=FAST_ROUNDS, per_round=10 * PER_CLASS // FAST_ROUNDS, inner_steps=1, lr=0.0, reptile=0.0,
+                             kd=kd_cfg)
+    acc("Fast (meta-learned generator)", fast.fast_dfkd(teacher, student, fa_cfg, test, gen()))
+    out["DeepInversion BN term"] = {
+        "DeepInversion/accuracy": recorded["DeepDream prior (DI without BN)/accuracy"],
+        "DeepInversion/std": recorded["DeepDream prior (DI without BN)/std"]}
+
+    w = world.load()
+    facts = w.facts_of(split="train")
+    facts = facts[:: max(len(facts) // 150, 1)]
+    cfg = lm.LMDistillConfig(seed=SEED)
+    cfg.arch = dict(cfg.arch, n_layer=2, n_embd=64, n_head=2)
+    untrained, tok = lm.build_student([w.sentence(f, 0) for f in facts], cfg)
+    out["LM student"] = {"LM/student recall": world.recall(untrained, tok, facts, world=w)}
+
+    class NoCheckPanel(DistillPanel):  # the null: takes any weight, silently (negative ones as 0)
+        def check(self):
+            self._refused.clear()          # nor what the sliders refused
+
+        def weights(self):
+            from lfmlab.distill.common import Weights
+            from lfmlab.ui.distillation import TERMS
+
+            return Weights(**{k: max(0.0, float(getattr(self, k))) for k in TERMS})
+
+    panel = NoCheckPanel(teacher, student, test)
+    panel.synth_steps, panel.student_steps = 5, 10
+    last = panel.result
+    panel.bn = -1.0
+    panel.run()
+    out["panel"] = {"panel/refused a negative weight":
+                    float((not panel.ok) and "must be >= 0" in panel.message and panel.result is last)}
+    return out
+
+
+if __name__ == "__main__":
+    import sys
+    import time
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    start = time.perf_counter()
+    print(json.dumps(null_measured(), indent=1))
+    print(f"{time.perf_counter() - start:.1f}s")
