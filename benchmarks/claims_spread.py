@@ -31,6 +31,7 @@ CLAIM_SETS = {  # notebook -> module with CLAIMS
     "03_database_augmentation": "lfmlab.retrieval.claims",
     "04_model_distillation": "lfmlab.distill.claims",
     "05_model_reuse": "lfmlab.reuse.claims",
+    "06_meta_learning": "lfmlab.meta.claims",
     "07_model_editing": "lfmlab.editing.claims",
 }
 

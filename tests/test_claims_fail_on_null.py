@@ -20,12 +20,13 @@ from lfmlab import claims as C
 
 import null_methods_distill
 import null_methods_editing
+import null_methods_meta
 import null_methods_retrieval
 import null_methods_reuse
 import null_methods_tuning
 
 AREAS = {m.NOTEBOOK: m for m in (null_methods_tuning, null_methods_retrieval, null_methods_distill,
-                                 null_methods_reuse, null_methods_editing)}
+                                 null_methods_reuse, null_methods_meta, null_methods_editing)}
 CASES = [(nb, c) for nb, m in AREAS.items() for c in m.CLAIMS]
 
 

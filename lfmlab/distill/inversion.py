@@ -17,8 +17,10 @@ when the model has BatchNorm layers and ``bn > 0``. A random shift of the batch 
 
 ``gradient="zeroth_order"`` treats the model as a black box that only returns outputs: the
 gradient of the class term is estimated from ``queries`` random probes per image,
-ĝ = (1/(q μ)) Σ_j [L(x̂ + μ u_j) - L(x̂)] u_j with u_j ~ N(0, I) (Gaussian smoothing, as
-BiDf-MKD's zero-order estimator); the prior's gradient is exact, BatchNorm matching is off.
+ĝ = (1/(q μ)) Σ_j [L(x̂ + μ u_j) - L(x̂)] u_j with u_j ~ N(0, I) (Gaussian smoothing, Nesterov &
+Spokoiny 2017). BiDf-MKD's estimator differs in its directions: u_j uniform on the unit sphere,
+scaled by d/(q μ) with d the number of pixels; both estimate ∇L as μ → 0, with similar variance.
+The prior's gradient is exact, BatchNorm matching is off.
 
 The class term can also be *soft*: ``targets`` [N, C] of probabilities, matched at a
 temperature τ, CE(y, softmax(f(x̂)/τ)). ZSKD's data impressions (:mod:`lfmlab.distill.zskd`)

@@ -9,15 +9,18 @@ tasks with *new* classes. Three ways, from least to most use of what the models 
     Wang et al. 2022 (survey [174], eq. 13-14) fit a network that predicts the θ_m; the mean is
     its simplest case. Independently trained networks are not aligned (their hidden units and
     their label orders are permuted), so their mean is a poor model: the baseline to beat.
-(b) **white-box model inversion** (PURER, Hu et al. CVPR 2023, survey [189]):
-    :func:`invert_zoo` turns every model into pseudo-images of each of its labels with
-    :mod:`lfmlab.distill.inversion`; each (model, label) becomes a pseudo-class; MAML is
-    meta-trained on episodes drawn from those pseudo-classes, mixing models as PURER's
-    pseudo-episodes do (:func:`meta_train`).
-(c) **black box** (BiDf-MKD, Hu et al. ICML 2023, survey [188]): the models are APIs that
-    return only output probabilities. Inversion estimates the gradient from outputs alone
-    (zeroth order, ``invert_zoo(black_box=True)``); meta-training is then the same as (b). The
-    meta-model need not even share the APIs' architecture.
+(b) **white-box model inversion, then MAML** (the baseline of PURER, Hu et al. CVPR 2023,
+    survey [189]): :func:`invert_zoo` turns every model into pseudo-images of each of its
+    labels with :mod:`lfmlab.distill.inversion`; each (model, label) becomes a pseudo-class;
+    MAML is meta-trained on episodes drawn from those pseudo-classes, mixing models as PURER's
+    pseudo-episodes do (:func:`meta_train`). PURER itself keeps the pseudo-images evolving
+    against the meta-learner: :mod:`lfmlab.meta.purer`.
+(c) **black box: zeroth-order inversion, then MAML** (the baseline of BiDf-MKD, Hu et al.
+    ICML 2023, survey [188]): the models are APIs that return only output probabilities.
+    Inversion estimates the gradient from outputs alone (``invert_zoo(black_box=True)``);
+    meta-training is then the same as (b). BiDf-MKD's own contribution (the bi-level
+    distillation of the APIs' soft outputs into the meta-learner, the boundary query set, task
+    memory replay) is not implemented here.
 
 Everything is measured the same way as MAML: fine-tune from θ for a few steps on the support
 set of a meta-test episode (digits 5-9, never seen by the zoo), score the query set.
@@ -60,16 +63,25 @@ class Zoo:
 
 def train_zoo(pool: torch.Tensor, held_out: torch.Tensor, factory: Callable[[int], nn.Module],
               n_models: int = 20, n_way: int = 5, steps: int = 100, batch_size: int = 128, lr: float = 3e-3,
-              generator: torch.Generator | None = None) -> Zoo:
+              generator: torch.Generator | None = None, disjoint: bool = False) -> Zoo:
     """Train ``n_models`` models, each on its own ``n_way`` classes of ``pool`` [C, M, 1, 8, 8].
 
     Model m is ``factory(m)`` (a fresh, seeded network), trained with Adam for ``steps`` steps on
     random mini-batches of the M images of each of its classes; ``held_out`` [C, M', ...] (the same classes'
     images from another split) measures it. About 10-30 s for 20 small conv nets on a 2-core CPU.
+    ``disjoint=True`` gives every model its own classes, as in PURER's zoo (at most C // n_way
+    models); otherwise each model draws its classes independently, so two may share one.
     """
     c = pool.shape[0]
     gen_dev = generator.device if generator is not None else torch.device("cpu")
-    classes = torch.rand(n_models, c, generator=generator, device=gen_dev).argsort(1)[:, :n_way].to(pool.device)
+    if disjoint:   # PURER's zoo: no class is shared by two models
+        if n_models * n_way > c:
+            raise ValueError(f"{n_models} models x {n_way} classes need {n_models * n_way} disjoint classes; "
+                             f"the pool has {c}: use at most {c // n_way} models, or disjoint=False")
+        classes = torch.rand(c, generator=generator, device=gen_dev).argsort()[:n_models * n_way]
+        classes = classes.view(n_models, n_way).to(pool.device)
+    else:
+        classes = torch.rand(n_models, c, generator=generator, device=gen_dev).argsort(1)[:, :n_way].to(pool.device)
     models, accs = [], []
     start = time.perf_counter()
     for m in progress(range(n_models), desc="train zoo"):
