@@ -3,8 +3,8 @@
 Each claim compares a method with what it measures when it does nothing, so that its **null
 method** fails it (``tests/null_methods_meta.py``):
 
-* MAML, FOMAML, Reptile, ANIL, the DFML baselines and PURER -> zero outer steps: the starting
-  initialisation, adapted the same way (the notebook's "random init" rows measure exactly that);
+* MAML, FOMAML, Reptile, ANIL, the DFML baselines, PURER and BiDf-MKD -> zero outer steps:
+  the starting initialisation, adapted the same way (the notebook's "random init" rows measure exactly that);
 * ProtoNet -> its embedding never trained; the task zoo -> models never trained;
 * the vmapped exact meta-gradient -> a first-order one (the Hessian term dropped);
 * the vmap speed-up -> the loop timed against itself; the panels -> panels without checks.
@@ -26,7 +26,7 @@ from __future__ import annotations
 from lfmlab.claims import Claim
 
 BASELINES = ("DFML white box (b)", "DFML black box (c)")
-DFML = (*BASELINES, "PURER (ECI)")
+DFML = (*BASELINES, "PURER (ECI)", "BiDf-MKD")
 
 
 def _ratio(num: str, den: str):
@@ -62,6 +62,7 @@ CLAIMS: list[Claim] = [
     # smoke CI low: black box 0.109-0.324, PURER 0.039-0.297
     _beats("DFML black box (c)", "random init", 5, "black box: zeroth-order inversion + MAML beats random init"),
     _beats("PURER (ECI)", "random init", 5, "PURER beats random initialisation"),
+    _beats("BiDf-MKD", "random init", 5, "BiDf-MKD beats random initialisation"),
     # --- full budgets -------------------------------------------------------------------------
     Claim("sinusoid: MAML's 1-step MSE ≥ 3× lower than the pretrained baseline's",
           _ratio("sine/pretrained/MSE, 1 step", "sine/MAML/MSE, 1 step"), ">=", 3.0, about=("MAML",),
@@ -70,5 +71,6 @@ CLAIMS: list[Claim] = [
     _beats("ANIL (conv)", "conv, random init", 1, "ANIL (conv) beats its random initialisation", True),
     _beats("MAML (conv)", "nearest centroid (pixels)", 1, "digits: MAML with a conv net beats nearest centroid", True),
     *[_beats(name, "random init", k, f"{name} beats random initialisation", True)
-      for name in DFML for k in (1, 5) if (name, k) not in (("DFML black box (c)", 5), ("PURER (ECI)", 5))],
+      for name in DFML for k in (1, 5) if (name, k) not in (("DFML black box (c)", 5), ("PURER (ECI)", 5),
+                                                            ("BiDf-MKD", 5))],
 ]
