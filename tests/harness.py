@@ -79,3 +79,10 @@ def dirty(path: Path) -> list[str]:
     if not any("parameters" in c.get("metadata", {}).get("tags", []) for c in nb["cells"]):
         problems.append("no cell tagged 'parameters'")
     return problems
+
+
+def print_nulls(null_measured) -> None:
+    """``python tests/null_methods_<area>.py``: print what the null methods measure, and the time."""
+    start = time.perf_counter()
+    print(json.dumps(null_measured(), indent=1))
+    print(f"{time.perf_counter() - start:.1f}s")

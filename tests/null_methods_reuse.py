@@ -145,10 +145,6 @@ def null_measured() -> dict[str, dict[str, float]]:
 
 
 if __name__ == "__main__":
-    import sys
-    import time
+    from harness import print_nulls
 
-    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
-    start = time.perf_counter()
-    print(json.dumps(null_measured(), indent=1))
-    print(f"{time.perf_counter() - start:.1f}s")
+    print_nulls(null_measured)
