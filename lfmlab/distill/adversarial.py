@@ -16,6 +16,11 @@ ZSKT also matches attention maps and neither uses BatchNorm statistics; set
 ``weights.bn`` > 0 to add DeepInversion's term to the generator's loss (the combination that
 later methods, CMI and Fast-DFKD, build on).
 
+Differences from the references: notebook 04 runs DFAD with ZSKT's 1 : 10 ratio so that the pair
+differs only in D (:func:`dfad` keeps the paper's 1 : 5); during generator steps the student is in
+eval mode (frozen), where the DFAD code keeps it in train mode; ZSKT's attention-matching term is
+not used.
+
 >>> r = zskt(teacher, student, AdversarialConfig(kind="kl"), test=(d.test.x, d.test.y))
 >>> r = zskt(teacher, student, AdversarialConfig(kind="l1"), ...)      # DFAD
 """

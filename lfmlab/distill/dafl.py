@@ -14,6 +14,11 @@ The survey's eq. 6 writes the entropy term per image; in the paper it is the ent
 each single prediction confident. Each iteration takes one generator step, then the student
 takes one KD step on fresh images from G (:func:`lfmlab.distill.common.generator_kd`).
 
+Differences from the reference code (huawei-noah DAFL): the information entropy uses the natural
+log, the reference log10, so the same β weighs it 2.3x more here; the student learns by Hinton
+KD at τ = 4 on a fresh generator batch, as every generator method of this package does (the
+reference's student loss and batch differ).
+
 >>> r = dafl(teacher, student, DAFLConfig(iterations=1500), test=(d.test.x, d.test.y))
 >>> r.images, r.labels          # 100 images from the trained generator, the teacher's labels
 """

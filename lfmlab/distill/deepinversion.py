@@ -16,6 +16,13 @@ patterns that merely excite the right logit. Step 2 (eq. 2): Hinton KD on the im
 The pixels are optimised by :func:`lfmlab.distill.inversion.synthesise` (shared with data-free
 meta-learning); this module adds the class-balanced pool and the distillation.
 
+Differences from the reference code (NVlabs/DeepInversion), by choice: the BN term follows the
+survey's eq. 4, squared norms of the differences of the means and of the *standard deviations*;
+the official code sums unsquared L2 norms of the differences of the means and of the
+*variances*. Adaptive DeepInversion (the competition term that rewards images on which teacher
+and student disagree) is not implemented; the adversarial methods (:mod:`adversarial`) show that
+idea on its own.
+
 >>> r = deepinversion(teacher, student, DIConfig(per_class=50), test=(d.test.x, d.test.y))
 >>> r.accuracy, r.images.shape          # the student's real test accuracy; [100, 1, 8, 8]
 """

@@ -20,7 +20,10 @@ generator's passes and the rounds the meta-initialisation needs to become good.
 
 Fast-DFKD also adds an adversarial term against the student while synthesising; here the
 synthesis is independent of the student (``weights.adversarial`` = 0), which keeps the speed
-comparison with DeepInversion clean.
+comparison with DeepInversion clean. Two more differences from the reference: θ is
+meta-learned with the Reptile update above (one of the paper's two variants), and every round
+is synthesised before the student's KD starts, where the reference interleaves synthesis rounds
+with student training.
 
 >>> r = fast_dfkd(teacher, student, FastConfig(rounds=10), test=(d.test.x, d.test.y))
 >>> r.synth_seconds, r.accuracy        # compare with deepinversion(...).synth_seconds

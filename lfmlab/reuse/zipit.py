@@ -15,6 +15,8 @@ Re-basin pairs every unit of model A with one unit of model B. ZipIt relaxes thi
 
 This module zips MLPs (linear layers with elementwise activations in between) given as state
 dicts and layer names, and returns a small module (:class:`ZippedMLP`) that runs the result.
+Not implemented: ZipIt's α (how often a merged feature may be re-merged) and β (the budget of
+matches within one model) options; every unit here is matched once, within or across models.
 """
 from __future__ import annotations
 
