@@ -142,6 +142,7 @@ def purer(meta_model: nn.Module, zoo: Zoo, start: PseudoData, config: PURERConfi
     losses, accs, inv = (torch.zeros(meta.iterations) for _ in range(3))
     switch, best, stale, switches, hardness = False, -1.0, 0, [], []
     zoo_models = [m.eval() for m in zoo.models]
+    flags = [[p.requires_grad for p in m.parameters()] for m in zoo_models]
     for m in zoo_models:
         m.requires_grad_(False)
     start_time = time.perf_counter()
@@ -185,8 +186,9 @@ def purer(meta_model: nn.Module, zoo: Zoo, start: PseudoData, config: PURERConfi
                 if stale >= cfg.patience:
                     switch, best, stale = True, -1.0, 0
     finally:
-        for m in zoo_models:
-            m.requires_grad_(True)
+        for m, f in zip(zoo_models, flags):
+            for p, flag in zip(m.parameters(), f):
+                p.requires_grad_(flag)
     seconds = time.perf_counter() - start_time
     with torch.no_grad():
         final = x_hat.detach().clone()
