@@ -26,10 +26,6 @@ from lfmlab.claims import Claim
 MERGES = ("average", "task arithmetic", "TIES", "DARE", "Fisher", "RegMean")
 
 
-def _over(key: str, base: str, margin: float = 0.0):
-    return lambda m: m[key] - m[base] - margin
-
-
 CLAIMS: list[Claim] = [
     # --- ensembles ----------------------------------------------------------------------------
     # the zoo's MLPs are fixed (no SEED dependence): 0.978 against 0.975, one test image of 359
