@@ -77,11 +77,14 @@ def ensure_torch() -> str:
         pip(TORCH)
     else:
         say("no GPU: installing a CPU build of torch")
-        if pip("--no-index", TORCH, check=False) != 0:  # a local wheelhouse, if pip has one
-            if platform.system() == "Linux":
-                pip(TORCH, "--index-url", CPU_INDEX)
-            else:
-                pip(TORCH)
+        # a local wheelhouse, if pip has one: torch from it, then torch's own dependencies from
+        # pip's configured indexes (a wheelhouse often holds torch alone)
+        if pip("--no-index", "--no-deps", TORCH, check=False) == 0:
+            pip(TORCH)
+        elif platform.system() == "Linux":
+            pip(TORCH, "--index-url", CPU_INDEX)
+        else:
+            pip(TORCH)
     version = installed_torch()
     if not version:
         sys.exit("[lfmlab] torch did not install; see the messages above")
