@@ -118,7 +118,7 @@ class DistillPanel(Panel):
         self.curve_fig = line_widget(["student"], "student accuracy on the real test split", "student steps",
                                      "accuracy", height=300)
         self.curve_fig.update_yaxes(range=[0, 1])
-        self.observe(self._load_defaults, names=["method"])
+        self.observe(self.guard(self._load_defaults), names=["method"])
         self._load_defaults()
 
     # ---- view -------------------------------------------------------------------------
@@ -143,8 +143,8 @@ class DistillPanel(Panel):
                                              layout=W.Layout(width="360px")), "method"),
                         self.bind(W.IntText(description="seed", layout=W.Layout(width="150px")), "seed")]),
                 W.HBox(terms[:4]), W.HBox(terms[4:]),
-                W.HBox([self.bind(W.IntSlider(min=0, max=1000, step=10, description="synth steps"), "synth_steps"),
-                        self.bind(W.IntSlider(min=10, max=3000, step=10, description="student steps"),
+                W.HBox([self.bind(W.IntSlider(min=0, max=2000, step=10, description="synth steps"), "synth_steps"),
+                        self.bind(W.IntSlider(min=10, max=5000, step=10, description="student steps"),
                                   "student_steps")]),
                 W.HBox([self.grid_fig, self.curve_fig])]
 

@@ -54,9 +54,9 @@ class EditorPanel(Panel):
         self._clear_memories()              # edits an earlier panel left in a shared memory editor
         self.table, self.probe_out = W.HTML(), W.HTML()
         self.reset_button = W.Button(description="Reset", icon="undo")
-        self.reset_button.on_click(lambda _: self.reset())
+        self.reset_button.on_click(self.guard(lambda _: self.reset()))
         self.probe_button = W.Button(description="Predict", icon="search")
-        self.probe_button.on_click(lambda _: self.show_probe())
+        self.probe_button.on_click(self.guard(lambda _: self.show_probe()))
 
     def controls(self):
         rel = self.bind(W.Dropdown(options=list(self.world.relations), description="relation"), "relation")

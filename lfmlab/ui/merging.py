@@ -79,7 +79,7 @@ class InterpolationPanel(Panel):
             for i in (2, 3):
                 fig.data[i].mode, fig.data[i].marker.size, fig.data[i].showlegend = "markers", 12, False
         self.readout = W.HTML()
-        self.observe(lambda _: self.update_point(), names=["alpha"])
+        self.observe(self.guard(lambda _: self.update_point()), names=["alpha"])
 
     def controls(self):
         names = list(self.models)

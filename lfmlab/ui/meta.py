@@ -35,7 +35,7 @@ def _new_task_button(panel: Panel, trait: str, label: str) -> W.Button:
         setattr(panel, trait, getattr(panel, trait) + 1)
         panel.run()
 
-    button.on_click(press)
+    button.on_click(panel.guard(press))
     return button
 
 
@@ -87,7 +87,7 @@ class SinusoidPanel(Panel):
         self.mse_fig = line_widget(names, "MSE on the whole curve", "gradient steps", "MSE", height=340, log_y=True)
         for i in range(len(names)):
             self.mse_fig.data[i].line.color = COLORS[i % len(COLORS)]
-        self.observe(lambda _: self.show_step(), names=["step"])
+        self.observe(self.guard(lambda _: self.show_step()), names=["step"])
 
     def controls(self) -> list[W.Widget]:
         return [W.HBox([self.bind(W.IntSlider(min=1, max=50, description="K shots"), "k_shot"),

@@ -99,7 +99,6 @@ class Panel(HasTraits):
         an out-of-range number on a slider) shows the panel's message at once, naming what is
         allowed; :meth:`run` then refuses to run until the trait holds a value its control
         accepts. Nothing escapes into the kernel."""
-        widget.value = getattr(self, trait)
         syncing = [False]
 
         def from_widget(change):
@@ -133,6 +132,7 @@ class Panel(HasTraits):
             finally:
                 syncing[0] = False
 
+        from_trait({"new": getattr(self, trait)})           # the view starts from the trait's value
         widget.observe(from_widget, "value")
         self.observe(from_trait, trait)
         return widget
@@ -147,6 +147,10 @@ class Panel(HasTraits):
                 raise BadInput(message)
         except (BadInput, ValueError, KeyError, traitlets.TraitError) as err:
             return self.fail(err)
+        except Exception as err:  # noqa: BLE001  (a check that breaks is shown, never raised)
+            with self.output:
+                traceback.print_exc()
+            return self.fail(err, unexpected=True)
         self.busy = True
         self.message = "running…"
         start = time.perf_counter()
@@ -171,6 +175,20 @@ class Panel(HasTraits):
                 traceback.print_exc()
             return self.fail(err, unexpected=True)
         return result
+
+    def guard(self, fn):
+        """``fn`` wrapped for a callback other than the run button (a slider's observer, a second
+        button): a bad value or an error becomes the panel's message and never reaches the kernel."""
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except (BadInput, ValueError, KeyError, traitlets.TraitError) as err:
+                return self.fail(err)
+            except Exception as err:  # noqa: BLE001  (shown, never raised into the kernel)
+                with self.output:
+                    traceback.print_exc()
+                return self.fail(err, unexpected=True)
+        return guarded
 
     def fail(self, err: BaseException, unexpected: bool = False) -> None:
         text = err.args[0] if isinstance(err, KeyError) and err.args else str(err)

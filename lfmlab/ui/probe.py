@@ -35,7 +35,7 @@ class ProbePanel(Panel):
     def controls(self):
         text = self.bind(W.Text(description="prompt", layout=W.Layout(width="520px"),
                                 continuous_update=False), "prompt")
-        text.observe(lambda _: self.run(), names="value")  # Enter (or leaving the box) predicts
+        text.observe(self.guard(lambda _: self.run()), names="value")  # Enter (or leaving the box) predicts
         return [text, self.bind(W.IntSlider(description="top k", min=1, max=50), "k"),
                 W.HBox([self.figure, self.completion])]
 

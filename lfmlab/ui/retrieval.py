@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import ipywidgets as W
 from traitlets import Float, Int, Unicode
 
-from lfmlab import lm
+from lfmlab import lm, validate
 from lfmlab.data import world as world_data
 from lfmlab.data.world import Fact
 from lfmlab.retrieval import knnlm
@@ -53,7 +53,7 @@ class KNNPanel(Panel):
         self.model, self.tokenizer, self.store = model, tokenizer, store
         self.figures = [bar_widget(t, height=280) for t in ("LM: p_LM", "neighbours: p_kNN", "kNN-LM: p")]
         self.table = W.HTML()
-        self.observe(self._remix, names=["lam", "k", "temperature", "top"])
+        self.observe(self.guard(self._remix), names=["lam", "k", "temperature", "top"])
 
     def controls(self):
         text = self.bind(W.Text(description="prompt", layout=W.Layout(width="520px"), continuous_update=False),
@@ -71,6 +71,11 @@ class KNNPanel(Panel):
         if len(self.store) == 0:
             raise BadInput("The datastore is empty: build it from a corpus first (datastore.build).")
         _check_mix(self.lam, self.k, self.temperature)
+        self._check_top()
+
+    def _check_top(self) -> None:
+        validate.number("top", self.top, 1, 50, integer=True,
+                        fix="top is how many tokens each chart shows: choose between 3 and 20.")
 
     def compute(self) -> knnlm.Lookup:
         return knnlm.lookup(self.model, self.tokenizer, self.store, self.prompt, k_max=K_MAX)
@@ -82,11 +87,8 @@ class KNNPanel(Panel):
     def _remix(self, *_):
         if self.result is None or self.busy:
             return
-        try:
-            _check_mix(self.lam, self.k, self.temperature)
-        except ValueError as err:                        # BadInput and validate.BadValue alike
-            self.fail(err)
-            return
+        _check_mix(self.lam, self.k, self.temperature)   # refused: the guard shows the message
+        self._check_top()
         self.ok, self.message = True, self.summary(self.result)
         self.render(self.result)
 
@@ -156,13 +158,16 @@ class FactPanel(Panel):
         return [self.world.sentence(fact, t) for t in range(len(self.world.templates[self.relation]["train"]))]
 
     def check(self):
+        _check_mix(self.lam, self.k, self.temperature)
         if not self.subject.strip():
             raise BadInput("The subject is empty: type a country, region or element, e.g. 'Belgium'.")
+        validate.text("subject", self.subject)
         if self.relation not in self.world.relations:
             raise BadInput(f"Unknown relation {self.relation!r}; choose one of {', '.join(self.world.relations)}.")
         if self.action not in ("add", "remove"):
             raise BadInput(f"action must be 'add' or 'remove', not {self.action!r}.")
         if self.action == "add":
+            validate.text("object", self.object, fix="Type the answer as plain text, e.g. 'Brussels'.")
             lm.encode_target(self.tokenizer, self.object)      # raises ValueError with a fix
             if (self.subject.strip(), self.relation) in self.added:
                 raise BadInput(f"A {self.relation} fact about {self.subject!r} is already in the datastore: "
@@ -170,7 +175,6 @@ class FactPanel(Panel):
         elif (self.subject.strip(), self.relation) not in self.added:
             raise BadInput(f"Nothing to remove: no {self.relation} fact about {self.subject!r} was added here. "
                            f"Added so far: {sorted(self.added) or 'none'}.")
-        _check_mix(self.lam, self.k, self.temperature)
 
     def compute(self) -> FactAnswer:
         key = (self.subject.strip(), self.relation)

@@ -62,13 +62,13 @@ class TuningPanel(Panel):
         self.loss_fig = line_widget(["training loss"], "training loss (live)", "step", "loss", height=300, log_y=True)
         self.table = W.HTML()
         self.size_slider = W.IntSlider(min=1, max=64, description="size", style={"description_width": "120px"})
-        self.observe(self._method_changed, names=["method"])
+        self.observe(self.guard(self._method_changed), names=["method"])
         self._method_changed()
 
     # ---- view ----------------------------------------------------------------------------
     def controls(self):
         self.bind(self.size_slider, "size")
-        self.steps_slider = self.bind(W.IntSlider(min=5, max=1000, step=5, description="steps"), "steps")
+        self.steps_slider = self.bind(W.IntSlider(min=1, max=1000, description="steps"), "steps")
         return [W.HBox([self.bind(W.Dropdown(options=list(methods.METHODS), description="method"), "method"),
                         self.size_slider]),
                 W.HBox([self.steps_slider,
