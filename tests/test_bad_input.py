@@ -334,3 +334,21 @@ def test_lora_rank_beyond_the_layer_is_refused(wlm):
     with pytest.raises(ValueError, match="larger than this"):
         lora.add_lora(wlm.model, rank=500)
     assert same(wlm.model, snap)
+
+
+# ---- devices: every loader says which devices exist ------------------------------------------
+
+@pytest.mark.parametrize("device,words", [("tpu", "Unknown device 'tpu'"), ("cuda:99", "cuda:99"),
+                                          ("mps", "mps")])
+@pytest.mark.parametrize("loader", ["world-lm", "digits"])
+def test_a_device_that_is_not_there_is_named(loader, device, words):
+    from lfmlab import zoo
+    from lfmlab.data import digits
+
+    if device.startswith("cuda") and torch.cuda.device_count() > 99:
+        pytest.skip("a machine with 100 GPUs")
+    if device == "mps" and getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        pytest.skip("MPS is there")
+    with pytest.raises(ValueError, match=words) as err:
+        zoo.load("world-lm", device=device) if loader == "world-lm" else digits.load(device)
+    assert "Use DEVICE='auto' or 'cpu'" in str(err.value) or "Use 'auto', 'cpu' or 'cuda'" in str(err.value)
