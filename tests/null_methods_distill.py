@@ -6,8 +6,9 @@
 * "DAFL", "ZSKT (KL)", "DFAD (L1)": the generator left untrained (its learning rate 0), the
   student trained on its samples as usual;
 * "Fast (meta-learned generator)": learning rate 0 and ε = 0, the untrained synthesiser's images;
+* "Fast meta-init": ε = 0 on both sides of the notebook's comparison (same images and inner steps);
 * "DeepInversion BN term": BN weight 0, i.e. the DeepDream prior, as the recorded run measured it;
-* "LM student": the student LM before any training;
+* "LM student": the same student and training on as many texts of random tokens;
 * "panel": a distillation panel that takes any weight silently (a negative one as 0).
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ from lfmlab.distill.claims import CLAIMS  # noqa: F401  (read by the driver)
 NOTEBOOK = "04_model_distillation"
 SEED = 0
 STUDENT_STEPS, PER_CLASS, ITERATIONS, FAST_ROUNDS = 60, 8, 40, 3      # the notebook's smoke sizes
+LM_TEXTS, LM_EPOCHS = 400, 3
 
 
 def null_measured() -> dict[str, dict[str, float]]:
@@ -60,6 +62,14 @@ def null_measured() -> dict[str, dict[str, float]]:
     fa_cfg = fast.FastConfig(rounds=FAST_ROUNDS, per_round=10 * PER_CLASS // FAST_ROUNDS, inner_steps=1, lr=0.0, reptile=0.0,
                              kd=kd_cfg)
     acc("Fast (meta-learned generator)", fast.fast_dfkd(teacher, student, fa_cfg, test, gen()))
+    # Fast's meta-init -> ε = 0 on both sides: the notebook's comparison with nothing to compare
+    eps0 = fast.FastConfig(rounds=FAST_ROUNDS, per_round=10 * PER_CLASS // FAST_ROUNDS, inner_steps=10,
+                           reptile=0.0, kd=kd_cfg)
+    a, b = fast.fast_dfkd(teacher, student, eps0, test, gen()), fast.fast_dfkd(teacher, student, eps0, test, gen())
+    settled = lambda r: float(sum(float(x) for x in r.history["last inner loss"][1:]))  # noqa: E731
+    out["Fast meta-init"] = {"Fast/inner loss vs ε = 0": settled(a) / settled(b),
+                             "Fast (meta-learned generator)/accuracy": a.accuracy,
+                             "Fast, ε = 0 (no meta-update)/accuracy": b.accuracy}
     out["DeepInversion BN term"] = {
         "DeepInversion/accuracy": recorded["DeepDream prior (DI without BN)/accuracy"],
         "DeepInversion/std": recorded["DeepDream prior (DI without BN)/std"]}
@@ -67,10 +77,16 @@ def null_measured() -> dict[str, dict[str, float]]:
     w = world.load()
     facts = w.facts_of(split="train")
     facts = facts[:: max(len(facts) // 150, 1)]
-    cfg = lm.LMDistillConfig(seed=SEED)
+    # the LM student -> the same student and training on as many random-token texts (the smoke budget)
+    cfg = lm.LMDistillConfig(n_texts=LM_TEXTS, epochs=LM_EPOCHS, seed=SEED)
     cfg.arch = dict(cfg.arch, n_layer=2, n_embd=64, n_head=2)
-    untrained, tok = lm.build_student([w.sentence(f, 0) for f in facts], cfg)
-    out["LM student"] = {"LM/student recall": world.recall(untrained, tok, facts, world=w)}
+    teacher_tok = zoo.load("world-lm").tokenizer
+    g = torch.Generator().manual_seed(SEED)
+    lengths = torch.randint(8, cfg.max_new_tokens + 1, (LM_TEXTS,), generator=g).tolist()
+    texts = [teacher_tok.decode(torch.randint(0, len(teacher_tok), (n,), generator=g).tolist()) for n in lengths]
+    noise_student, tok = lm.build_student(texts, cfg)
+    lm.train_student(noise_student, tok, texts, cfg, torch.device("cpu"), show=False)
+    out["LM student"] = {"LM/student recall": world.recall(noise_student, tok, facts, world=w)}
 
     class NoCheckPanel(DistillPanel):  # the null: takes any weight, silently (negative ones as 0)
         def check(self):
