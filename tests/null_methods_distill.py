@@ -7,6 +7,7 @@
   student trained on its samples as usual;
 * "Fast (meta-learned generator)": learning rate 0 and ε = 0, the untrained synthesiser's images;
 * "Fast meta-init": ε = 0 on both sides of the notebook's comparison (same images and inner steps);
+* "ADI competition": α_c = 0 on both sides (DeepInversion in rounds against itself);
 * "DeepInversion BN term": BN weight 0, i.e. the DeepDream prior, as the recorded run measured it;
 * "LM student": the same student and training on as many texts of random tokens;
 * "panel": a distillation panel that takes any weight silently (a negative one as 0).
@@ -24,7 +25,7 @@ from lfmlab.distill.claims import CLAIMS  # noqa: F401  (read by the driver)
 NOTEBOOK = "04_model_distillation"
 SEED = 0
 STUDENT_STEPS, PER_CLASS, ITERATIONS, FAST_ROUNDS = 60, 8, 40, 3      # the notebook's smoke sizes
-LM_TEXTS, LM_EPOCHS = 400, 3
+LM_TEXTS, LM_EPOCHS, SYNTH_STEPS = 400, 3, 30
 
 
 def null_measured() -> dict[str, dict[str, float]]:
@@ -70,6 +71,14 @@ def null_measured() -> dict[str, dict[str, float]]:
     out["Fast meta-init"] = {"Fast/inner loss vs ε = 0": settled(a) / settled(b),
                              "Fast (meta-learned generator)/accuracy": a.accuracy,
                              "Fast, ε = 0 (no meta-update)/accuracy": b.accuracy}
+    # ADI's competition -> α_c = 0 on both sides of the notebook's comparison
+    from lfmlab.distill import adaptive_di
+    rounds = adaptive_di.ADIConfig(per_class=PER_CLASS, rounds=4, competition=0.0,
+                                   inversion=InversionConfig(steps=SYNTH_STEPS), kd=kd_cfg)
+    a, b = (adaptive_di.adaptive_deepinversion(teacher, student, rounds, test, gen()) for _ in range(2))
+    out["ADI competition"] = {
+        "ADI/disagreement vs α_c = 0": float(a.history["disagreement"].mean() / b.history["disagreement"].mean()),
+        "Adaptive DeepInversion/accuracy": a.accuracy, "DeepInversion in rounds (α_c = 0)/accuracy": b.accuracy}
     out["DeepInversion BN term"] = {
         "DeepInversion/accuracy": recorded["DeepDream prior (DI without BN)/accuracy"],
         "DeepInversion/std": recorded["DeepDream prior (DI without BN)/std"]}

@@ -178,3 +178,30 @@ def test_fast_meta_initialisation_learns(setup):
     assert images.shape == (160, 1, 8, 8) and targets.shape == (160,) and not meta.training
     first = hist["first inner loss"]                         # the loss at the meta-init, per round
     assert float(first[-3:].mean()) < float(first[:2].mean())
+
+
+def test_adaptive_deepinversion_competes_and_leaves_its_models_alone():
+    from lfmlab.distill import adaptive_di as A
+    from lfmlab.distill.inversion import InversionConfig
+    from lfmlab.distill.kd import KDConfig
+
+    t, s = torch.randn(5, 10), torch.randn(5, 10)
+    p, q = F.softmax(t / 3, -1), F.softmax(s / 3, -1)
+    m = (p + q) / 2
+    js = 0.5 * (p * (p / m).log()).sum(-1) + 0.5 * (q * (q / m).log()).sum(-1)
+    assert torch.allclose(A.competition(t, s), 1 - js, atol=1e-6)
+    assert torch.allclose(A.competition(t, t), torch.ones(5), atol=1e-6)        # agreement: 1 - 0
+    d = digits.load("cpu")
+    teacher, student = zoo.load("digits-teacher").model.eval(), zoo.load("digits-student").model
+    before = [{k: v.clone() for k, v in net.state_dict().items()} for net in (teacher, student)]
+    cfg = A.ADIConfig(per_class=2, rounds=2, inversion=InversionConfig(steps=5), kd=KDConfig(steps=4, eval_every=2))
+    test = (d.test.x[:50], d.test.y[:50])
+    runs = [A.adaptive_deepinversion(teacher, student, c, test, torch.Generator().manual_seed(0))
+            for c in (cfg, A.ADIConfig(**{**cfg.__dict__, "competition": 0.0}))]
+    assert [r.method for r in runs] == ["Adaptive DeepInversion", "DeepInversion in rounds"]
+    assert all(r.n_images == 20 and r.history["disagreement"].shape == (2,) for r in runs)
+    assert runs[0].history["disagreement"][0] > runs[1].history["disagreement"][0]   # the same start, pushed apart
+    for net, state in zip((teacher, student), before):
+        assert all(torch.equal(state[k], v) for k, v in net.state_dict().items())
+    with pytest.raises(ValueError, match="competition weight"):
+        A.ADIConfig(competition=float("nan"))

@@ -8,6 +8,7 @@ method** fails it (``tests/null_methods_distill.py`` computes those for real at 
   0 synthesiser rounds): the student then learns from the starting noise, the floor;
 * DeepInversion's BN term -> weight 0 (the DeepDream prior);
 * Fast's meta-learned initialisation -> ε = 0 (no meta-update, the same budget);
+* Adaptive DeepInversion's competition -> α_c = 0 (DeepInversion in rounds, the same budget);
 * the LM student -> a student trained the same way on as many random-token texts;
 * the panel's refusal -> a panel without its input check.
 
@@ -33,6 +34,10 @@ CLAIMS: list[Claim] = [
     Claim("Fast: after the same inner steps, the meta-learned initialisation's synthesis loss is "
           "≤ 0.85× the untrained generator's (ε = 0)", "Fast/inner loss vs ε = 0", "<=", 0.85,
           about=("Fast meta-init",), fmt=".2f"),
+    # smoke, seeds 0-4: 1.30-1.46 (α_c = 3); full, seeds 0-2: ≈ 3.3 (the α_c = 0 rounds' JS collapses)
+    Claim("ADI: the teacher-student disagreement (JS) on each round's images is ≥ 1.15× that of "
+          "DeepInversion in rounds (α_c = 0)", "ADI/disagreement vs α_c = 0", ">=", 1.15,
+          about=("ADI competition",), fmt=".2f"),
     Claim("panel: a negative weight is refused and the last result kept", "panel/refused a negative weight", ">=",
           1.0, about=("panel",)),
     # --- full budgets -------------------------------------------------------------------------
@@ -46,6 +51,11 @@ CLAIMS: list[Claim] = [
     Claim("Fast beats the same run with ε = 0 (same images, inner steps and KD) by ≥ 5 points",
           "Fast (meta-learned generator)/accuracy", ">=",
           lambda m: m["Fast, ε = 0 (no meta-update)/accuracy"] + 0.05, about=("Fast meta-init",),
+          full_only=True, fmt=".3f"),
+    # full, seeds 0-2 (α_c = 3): +2.0, +3.7, +4.4 points
+    Claim("ADI beats DeepInversion in rounds (α_c = 0; same images and steps) by ≥ 1 point",
+          "Adaptive DeepInversion/accuracy", ">=",
+          lambda m: m["DeepInversion in rounds (α_c = 0)/accuracy"] + 0.01, about=("ADI competition",),
           full_only=True, fmt=".3f"),
     Claim("the LM student recalls ≥ 20% of the facts the teacher recalls", "LM/student recall", ">=",
           lambda m: 0.2 * m["LM/teacher recall"], about=("LM student",), full_only=True, fmt=".3f"),

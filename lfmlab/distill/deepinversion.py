@@ -20,8 +20,7 @@ Differences from the reference code (NVlabs/DeepInversion), by choice: the BN te
 survey's eq. 4, squared norms of the differences of the means and of the *standard deviations*;
 the official code sums unsquared L2 norms of the differences of the means and of the
 *variances*. Adaptive DeepInversion (the competition term that rewards images on which teacher
-and student disagree) is not implemented; the adversarial methods (:mod:`adversarial`) show that
-idea on its own.
+and student disagree) is :mod:`adaptive_di`.
 
 >>> r = deepinversion(teacher, student, DIConfig(per_class=50), test=(d.test.x, d.test.y))
 >>> r.accuracy, r.images.shape          # the student's real test accuracy; [100, 1, 8, 8]

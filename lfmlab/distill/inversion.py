@@ -162,15 +162,17 @@ def _zeroth_order_grad(model: Classifier, x: torch.Tensor, targets: torch.Tensor
 
 def synthesise(model: Classifier, targets: torch.Tensor, config: InversionConfig | None = None,
                generator: torch.Generator | None = None, init: torch.Tensor | None = None,
-               callback: Callable[[int, torch.Tensor], None] | None = None) -> Inversion:
+               callback: Callable[[int, torch.Tensor], None] | None = None,
+               extra: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> Inversion:
     """Invert ``model``: images [N, 1, 8, 8] that it classifies as ``targets`` [N] (all in one batch).
 
     ``model`` is a classifier module (white box: exact gradients, BatchNorm statistics when it
     has BN layers) or, with ``config.gradient="zeroth_order"``, any function from images to
     logits (black box). ``init`` [N, 1, 8, 8] replaces the default start (uniform noise in
     [0.25, 0.75]). ``targets`` may be soft, [N, C] probabilities. ``callback(step, images)``
-    is called ten times along the way (live plots). The model is unchanged on return (mode and
-    requires_grad restored).
+    is called ten times along the way (live plots). ``extra(x̂, logits)`` (white box only) adds
+    a term of the caller's to the loss, e.g. Adaptive DeepInversion's competition with a student
+    (history "extra"). The model is unchanged on return (mode and requires_grad restored).
     """
     cfg = config or InversionConfig()
     targets = torch.as_tensor(targets)
@@ -191,7 +193,9 @@ def synthesise(model: Classifier, targets: torch.Tensor, config: InversionConfig
     if cfg.gradient not in ("autograd", "zeroth_order"):
         raise ValueError(f"gradient must be 'autograd' or 'zeroth_order', got {cfg.gradient!r}")
     use_bn = cfg.bn > 0 and not black_box and bool(bn_layers(model))
-    history = {k: torch.zeros(cfg.steps, device=dev) for k in ("ce", "tv", "l2", "bn", "total")}
+    if extra is not None and black_box:
+        raise ValueError("an extra loss term needs gradients: use gradient='autograd'")
+    history = {k: torch.zeros(cfg.steps, device=dev) for k in ("ce", "tv", "l2", "bn", "extra", "total")}
     queries = 0
     start = time.perf_counter()
     with frozen(model), bn_statistics(model if use_bn else nn.Identity()) as bn_terms:
@@ -205,23 +209,25 @@ def synthesise(model: Classifier, targets: torch.Tensor, config: InversionConfig
                 g_ce, ce_per = _zeroth_order_grad(model, xj.detach(), targets, cfg.queries, cfg.mu, generator,
                                                   cfg.temperature)
                 queries += (cfg.queries + 1) * n
-                ce, bn = ce_per.mean(), torch.zeros((), device=dev)
+                ce, bn, more = ce_per.mean(), torch.zeros((), device=dev), torch.zeros((), device=dev)
                 opt.zero_grad(set_to_none=True)
                 prior.backward()
                 unshift = (-shift[0], -shift[1])  # the gradient w.r.t. x is the shifted-back one
                 x.grad += cfg.ce * torch.roll(g_ce, shifts=unshift, dims=(-2, -1)) / n  # d mean(CE) / dx
                 total = cfg.ce * ce + prior.detach()
             else:
-                ce = F.cross_entropy(model(xj) / cfg.temperature, targets)
+                logits = model(xj)
+                ce = F.cross_entropy(logits / cfg.temperature, targets)
                 queries += n
                 bn = torch.stack(bn_terms).sum() if bn_terms else torch.zeros((), device=dev)
-                total = cfg.ce * ce + prior + cfg.bn * bn
+                more = extra(xj, logits) if extra is not None else torch.zeros((), device=dev)
+                total = cfg.ce * ce + prior + cfg.bn * bn + more
                 opt.zero_grad(set_to_none=True)
                 total.backward()
             opt.step()
             with torch.no_grad():
                 x.clamp_(0.0, 1.0)
-            for k, v in (("ce", ce), ("tv", tv), ("l2", l2), ("bn", bn), ("total", total)):
+            for k, v in (("ce", ce), ("tv", tv), ("l2", l2), ("bn", bn), ("extra", more), ("total", total)):
                 history[k][step] = v.detach()
             if callback is not None and (step + 1) % max(cfg.steps // 10, 1) == 0:
                 callback(step + 1, x.detach())
