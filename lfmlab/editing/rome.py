@@ -140,17 +140,26 @@ def compute_value(model, tokenizer, request: Edit, prefixes: list[str], cfg: Rom
     kl_w = torch.tensor(kl_w, device=device)
     kl_ids = [encode_prompt(tokenizer, t) for t in kl_texts]
     kl_len = torch.tensor([len(i) for i in kl_ids], device=device)
-    kl_batch = torch.zeros(len(kl_ids), int(kl_len.max()), dtype=torch.long, device=device)
-    for i, ids in enumerate(kl_ids):
-        kl_batch[i, :len(ids)] = torch.tensor(ids)
     kl_pos = _positions(tokenizer, kl_texts, request.subject, [0] * len(kl_texts)).to(device)
-    rows = torch.arange(len(kl_texts), device=device)
+    # One right-padded batch: the n target rows, then the KL rows (one forward pass per step).
+    n, width = batch.input_ids.shape
+    width = max(width, int(kl_len.max()))
+    ids = torch.zeros(n + len(kl_ids), width, dtype=torch.long, device=device)
+    mask = torch.zeros_like(ids)
+    t = batch.input_ids.shape[1]
+    ids[:n, :t], mask[:n, :t] = batch.input_ids, batch.attention_mask
+    for i, row in enumerate(kl_ids):
+        ids[n + i, :len(row)], mask[n + i, :len(row)] = torch.tensor(row, device=device), 1
+    at = torch.cat([pos, kl_pos])                                   # the subject's last token, every row
+    rows = torch.arange(n + len(kl_ids), device=device)
+    labels = batch.labels[:, 1:]
+    is_t = labels != -100
+    kl_rows, kl_last = rows[n:], kl_len - 1
 
     with torch.no_grad(), capture(model, [name]) as seen:
-        model(input_ids=batch.input_ids[:1], attention_mask=batch.attention_mask[:1])
+        logits = model(input_ids=ids, attention_mask=mask).logits
         v = seen[name][0, pos[0]].detach().clone()  # the value of the bare prompt [d]
-        kl_mask = (torch.arange(kl_batch.shape[1], device=device) < kl_len[:, None]).long()
-        p_init = model(input_ids=kl_batch, attention_mask=kl_mask).logits[rows, kl_len - 1].float().log_softmax(-1)
+        p_init = logits[kl_rows, kl_last].float().log_softmax(-1)
 
     delta = torch.zeros_like(v, requires_grad=True)
     opt = torch.optim.Adam([delta], lr=cfg.v_lr)
@@ -158,24 +167,20 @@ def compute_value(model, tokenizer, request: Edit, prefixes: list[str], cfg: Rom
     for p in model.parameters():
         p.requires_grad_(False)
 
-    def add_delta(at: torch.Tensor):
-        def fn(out):
-            out = out.clone()
-            out[torch.arange(len(at), device=device), at] += delta
-            return out
-        return fn
+    def add_delta(out: torch.Tensor) -> torch.Tensor:
+        out = out.clone()
+        out[rows, at] += delta
+        return out
 
     history = []
     try:
         for step in range(cfg.v_steps):
-            with rewrite(model, {name: add_delta(pos)}):
-                logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-            labels = batch.labels[:, 1:]
-            is_t = labels != -100
-            logp = logits[:, :-1].float().log_softmax(-1).gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1)
+            with rewrite(model, {name: add_delta}):
+                logits = model(input_ids=ids, attention_mask=mask).logits
+            logp = logits[:n, :t - 1].float().log_softmax(-1)
+            logp = logp.gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1)
             nll = -((logp * is_t).sum(1) / is_t.sum(1)).mean()
-            with rewrite(model, {name: add_delta(kl_pos)}):
-                p_now = model(input_ids=kl_batch, attention_mask=kl_mask).logits[rows, kl_len - 1].float().log_softmax(-1)
+            p_now = logits[kl_rows, kl_last].float().log_softmax(-1)
             kl = (F.kl_div(p_init, p_now, log_target=True, reduction="none").sum(-1) * kl_w).sum() / len(cfg.essence)
             decay = delta.norm() ** 2 / v.norm() ** 2
             loss = nll + kl + cfg.weight_decay * decay
