@@ -54,3 +54,14 @@ def rewrite(model: nn.Module, edits: dict[str, Callable[[torch.Tensor], torch.Te
     finally:
         for h in handles:
             h.remove()
+
+
+@contextmanager
+def evaluating(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` in eval mode inside the block, its own mode restored on exit, also after an error."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)

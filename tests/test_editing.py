@@ -241,3 +241,21 @@ def test_length_normalised_efficacy_is_an_option(wlm, requests, ref):
     a = metrics.score_one(model, tok, r, ref.neighbour_argmax[0], ref.same_subject_hit[0])
     b = metrics.score_one(model, tok, r, ref.neighbour_argmax[0], ref.same_subject_hit[0], length_normalised=True)
     assert a["neighbourhood"] == b["neighbourhood"] and a["efficacy"] in (0.0, 1.0) and b["efficacy"] in (0.0, 1.0)
+
+
+def test_an_error_inside_an_editor_restores_the_models_mode(wlm, requests, cov, monkeypatch):
+    model, tok = wlm.model, wlm.tokenizer
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("in the middle of the edit")
+
+    monkeypatch.setattr(rome, "compute_value", broken)
+    for call in (lambda: rome.edit(model, tok, requests[0], rome.RomeConfig(), cov=cov),
+                 lambda: memit.edit(model, tok, requests[:1], memit.MemitConfig(edit_layers=(0,)), covs={0: cov})):
+        model.train()
+        try:
+            with pytest.raises(RuntimeError, match="middle"):
+                call()
+            assert model.training
+        finally:
+            model.eval()

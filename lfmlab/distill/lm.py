@@ -34,6 +34,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from lfmlab.hooks import evaluating
 from lfmlab.progress import progress
 
 __all__ = ["LMDistillConfig", "LMDistillResult", "black_box", "ask_teacher", "build_student", "train_student",
@@ -105,9 +106,7 @@ def black_box(model: nn.Module, tokenizer) -> BlackBox:
         for i, ids in enumerate(encoded):
             by_length.setdefault(len(ids), []).append(i)
         sample = dict(do_sample=True, top_k=0, temperature=temperature) if temperature > 0 else dict(do_sample=False)
-        was_training = model.training
-        model.eval()
-        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+        with evaluating(model), torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
             torch.manual_seed(seed)
             for rows in by_length.values():
                 ids = torch.tensor([encoded[i] for i in rows], device=dev)                  # [B, L]
@@ -117,7 +116,6 @@ def black_box(model: nn.Module, tokenizer) -> BlackBox:
                     if tokenizer.eos_token_id in seq:
                         seq = seq[:seq.index(tokenizer.eos_token_id)]
                     out[i] = (prompts[i] + tokenizer.decode(seq)).strip()
-        model.train(was_training)
         return out
 
     return api

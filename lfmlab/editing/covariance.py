@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lfmlab.hooks import capture
+from lfmlab.hooks import capture, evaluating
 from lfmlab.zoo.layers import layers
 
 _MEMO: dict[str, torch.Tensor] = {}
@@ -64,25 +64,23 @@ def key_covariance(model: nn.Module, tokenizer, layer: int, texts: list[str] | N
         return _MEMO[key].to(device)
     name = layers(model).mlp_out_name(layer)
     total, count = None, 0
-    was_training = model.training
-    model.eval()
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    for i in range(0, len(texts), batch_size):
-        enc = [tokenizer(t)["input_ids"] for t in texts[i:i + batch_size]]
-        width = max(len(e) for e in enc)
-        ids = torch.full((len(enc), width), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for r, e in enumerate(enc):
-            ids[r, :len(e)] = torch.tensor(e)
-            mask[r, :len(e)] = 1
-        with capture(model, [name], inputs=True) as seen:
-            model(input_ids=ids.to(device), attention_mask=mask.to(device))
-        keys = seen[name][mask.to(device).bool()].double()  # [tokens, 4d]
-        total = keys.T @ keys if total is None else total + keys.T @ keys
-        count += len(keys)
-        if count >= max_tokens:
-            break
-    model.train(was_training)
+    with evaluating(model):
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        for i in range(0, len(texts), batch_size):
+            enc = [tokenizer(t)["input_ids"] for t in texts[i:i + batch_size]]
+            width = max(len(e) for e in enc)
+            ids = torch.full((len(enc), width), pad, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for r, e in enumerate(enc):
+                ids[r, :len(e)] = torch.tensor(e)
+                mask[r, :len(e)] = 1
+            with capture(model, [name], inputs=True) as seen:
+                model(input_ids=ids.to(device), attention_mask=mask.to(device))
+            keys = seen[name][mask.to(device).bool()].double()  # [tokens, 4d]
+            total = keys.T @ keys if total is None else total + keys.T @ keys
+            count += len(keys)
+            if count >= max_tokens:
+                break
     C = total / count
     C += ridge * C.diagonal().mean() * torch.eye(len(C), dtype=C.dtype, device=C.device)
     _MEMO[key] = C.cpu()

@@ -35,7 +35,7 @@ from lfmlab.data.world import EditRequest
 from lfmlab.editing import rome
 from lfmlab.editing.base import EditResult, applied, as_edit, merge
 from lfmlab.editing.covariance import key_covariance
-from lfmlab.hooks import capture
+from lfmlab.hooks import capture, evaluating
 from lfmlab.lm import encode_prompt
 from lfmlab.progress import progress
 from lfmlab.zoo.layers import layers
@@ -80,32 +80,30 @@ def edit(model: nn.Module, tokenizer, requests: list[EditRequest], cfg: MemitCon
     start = time.perf_counter()
     layout = layers(model)
     top = max(cfg.edit_layers)
-    was_training = model.training
-    model.eval()
-    prefixes = rome.random_prefixes(model, tokenizer, cfg.n_prefixes, cfg.prefix_tokens, cfg.seed) if prefixes is None else prefixes
-    covs = covs or {}
-    # 1. targets z_i for the residual stream after the top layer
-    z = targets(model, tokenizer, requests, cfg, prefixes) if z is None else z  # [n, d]
-    if z.shape[0] != len(requests):
-        raise ValueError(f"got {z.shape[0]} targets for {len(requests)} requests")
-    deltas: dict[str, torch.Tensor] = {}
-    for j, layer in enumerate(sorted(cfg.edit_layers)):
-        name = layout.mlp_out_name(layer)
-        module = model.get_submodule(name)
-        C = covs.get(layer)
-        if C is None:
-            C = key_covariance(model, tokenizer, layer)
-        with applied(model, deltas):
-            K = torch.stack([rome.compute_key(model, tokenizer, r.subject, r.prompt, prefixes, layer)[0]
-                             for r in requests])  # [n, 4d]
-            h = torch.stack([_top_hidden(model, tokenizer, r.prompt, r.subject, top) for r in requests])  # [n, d]
-        R = (z - h) / (len(cfg.edit_layers) - j)  # [n, d] this layer's share of the residual
-        with torch.no_grad():
-            A = cfg.mom2_weight * C.to(K.device, torch.float64) + K.double().T @ K.double()  # [4d, 4d]
-            upd = torch.linalg.solve(A, K.double().T @ R.double()).to(K.dtype)  # (λC + KᵀK)⁻¹ Kᵀ R  [4d, d]
-        d = upd if type(module).__name__ == "Conv1D" else upd.T
-        deltas = merge(deltas, {f"{name}.weight": d})
-    model.train(was_training)
+    with evaluating(model):
+        prefixes = rome.random_prefixes(model, tokenizer, cfg.n_prefixes, cfg.prefix_tokens, cfg.seed) if prefixes is None else prefixes
+        covs = covs or {}
+        # 1. targets z_i for the residual stream after the top layer
+        z = targets(model, tokenizer, requests, cfg, prefixes) if z is None else z  # [n, d]
+        if z.shape[0] != len(requests):
+            raise ValueError(f"got {z.shape[0]} targets for {len(requests)} requests")
+        deltas: dict[str, torch.Tensor] = {}
+        for j, layer in enumerate(sorted(cfg.edit_layers)):
+            name = layout.mlp_out_name(layer)
+            module = model.get_submodule(name)
+            C = covs.get(layer)
+            if C is None:
+                C = key_covariance(model, tokenizer, layer)
+            with applied(model, deltas):
+                K = torch.stack([rome.compute_key(model, tokenizer, r.subject, r.prompt, prefixes, layer)[0]
+                                 for r in requests])  # [n, 4d]
+                h = torch.stack([_top_hidden(model, tokenizer, r.prompt, r.subject, top) for r in requests])  # [n, d]
+            R = (z - h) / (len(cfg.edit_layers) - j)  # [n, d] this layer's share of the residual
+            with torch.no_grad():
+                A = cfg.mom2_weight * C.to(K.device, torch.float64) + K.double().T @ K.double()  # [4d, 4d]
+                upd = torch.linalg.solve(A, K.double().T @ R.double()).to(K.dtype)  # (λC + KᵀK)⁻¹ Kᵀ R  [4d, d]
+            d = upd if type(module).__name__ == "Conv1D" else upd.T
+            deltas = merge(deltas, {f"{name}.weight": d})
     return EditResult(deltas, time.perf_counter() - start,
                       {"layers": list(cfg.edit_layers), "n": len(requests), "mom2_weight": cfg.mom2_weight})
 

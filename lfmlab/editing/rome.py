@@ -48,7 +48,7 @@ from lfmlab.data.world import EditRequest
 from lfmlab.editing.base import Edit, EditResult, as_edit
 from lfmlab.editing.covariance import key_covariance
 from lfmlab.editing.trace import subject_span
-from lfmlab.hooks import capture, rewrite
+from lfmlab.hooks import capture, evaluating, rewrite
 from lfmlab.lm import encode_prompt, pair_batch
 from lfmlab.zoo.layers import layers, weight_in_out
 
@@ -212,11 +212,9 @@ def edit(model: nn.Module, tokenizer, request: EditRequest, cfg: RomeConfig | No
     W = weight_in_out(module)  # [4d, d]
     C = key_covariance(model, tokenizer, cfg.layer) if cov is None else cov
     prefixes = random_prefixes(model, tokenizer, cfg.n_prefixes, cfg.prefix_tokens, cfg.seed) if prefixes is None else prefixes
-    was_training = model.training
-    model.eval()
-    k_star, k = compute_key(model, tokenizer, request.subject, request.prompt, prefixes, cfg.layer)
-    v_star, v, info = compute_value(model, tokenizer, request, prefixes, cfg)
-    model.train(was_training)
+    with evaluating(model):
+        k_star, k = compute_key(model, tokenizer, request.subject, request.prompt, prefixes, cfg.layer)
+        v_star, v, info = compute_value(model, tokenizer, request, prefixes, cfg)
     with torch.no_grad():
         u = torch.linalg.solve(C.to(W.device, torch.float64), k_star.double()).to(W.dtype)  # C⁻¹ k*  [4d]
         u = u / u.norm()
