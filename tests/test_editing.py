@@ -259,3 +259,14 @@ def test_an_error_inside_an_editor_restores_the_models_mode(wlm, requests, cov, 
             assert model.training
         finally:
             model.eval()
+
+
+def test_batched_values_follow_each_requests_own_path(wlm, requests):
+    model, tok = wlm.model, wlm.tokenizer
+    prefixes = rome.random_prefixes(model, tok, 4)
+    cfg = rome.RomeConfig(v_steps=25)
+    together, v, infos = rome.compute_values(model, tok, requests[:3], prefixes, cfg)
+    for r, vs, v0, info in zip(requests[:3], together, v, infos):
+        alone, v_alone, info_alone = rome.compute_value(model, tok, r, prefixes, cfg)
+        assert info["steps"] == info_alone["steps"] and torch.allclose(v0, v_alone, atol=1e-5)
+        assert float((vs - alone).norm() / alone.norm()) < 1e-4

@@ -37,7 +37,6 @@ from lfmlab.editing.base import EditResult, applied, as_edit, merge
 from lfmlab.editing.covariance import key_covariance
 from lfmlab.hooks import capture, evaluating
 from lfmlab.lm import encode_prompt
-from lfmlab.progress import progress
 from lfmlab.zoo.layers import layers
 
 
@@ -63,8 +62,7 @@ def targets(model: nn.Module, tokenizer, requests: list[EditRequest], cfg: Memit
     Each is independent of the others, so a batch can reuse them for any subset of its requests."""
     module = layers(model).block_name(max(cfg.edit_layers))
     requests = [as_edit(tokenizer, r) for r in requests]
-    return torch.stack([rome.compute_value(model, tokenizer, r, prefixes, cfg, module=module)[0]
-                        for r in progress(requests, desc="MEMIT targets")])
+    return rome.compute_values(model, tokenizer, requests, prefixes, cfg, module=module)[0]   # one batched run
 
 
 def edit(model: nn.Module, tokenizer, requests: list[EditRequest], cfg: MemitConfig | None = None,

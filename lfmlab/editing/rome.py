@@ -125,79 +125,116 @@ def compute_value(model, tokenizer, request: Edit, prefixes: list[str], cfg: Rom
     """(v*, v): the optimised output of ``module`` (default: W, the MLP output projection of
     ``cfg.layer``) at the subject's last token, and its original value [d]. MEMIT calls this
     with a block's name: the same optimisation on the residual stream."""
-    request = as_edit(tokenizer, request)
+    v_star, v, infos = compute_values(model, tokenizer, [request], prefixes, cfg, module)
+    return v_star[0], v[0], infos[0]
+
+
+def compute_values(model, tokenizer, requests: list[Edit], prefixes: list[str], cfg: RomeConfig,
+                   module: str | None = None, chunk: int = 32) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
+    """:func:`compute_value` for many requests in one optimisation: (v* [R, d], v [R, d], infos).
+
+    Each request keeps its own δ_i, rows and KL terms; the loss is Σ_i L_i, so δ_i's gradient is
+    its own, and Adam is elementwise, so each δ_i follows the path it would follow alone (up to
+    float rounding). A request that reaches NLL < 0.05 stops, as alone, and leaves the batch.
+    At most ``chunk`` requests share a forward pass (memory)."""
+    requests = [as_edit(tokenizer, r) for r in requests]
+    if len(requests) > chunk:
+        parts = [compute_values(model, tokenizer, requests[i:i + chunk], prefixes, cfg, module, chunk)
+                 for i in range(0, len(requests), chunk)]
+        return (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]),
+                [info for p in parts for info in p[2]])
     device = next(model.parameters()).device
     name = module or layers(model).mlp_out_name(cfg.layer)
-    texts, starts = _contexts(prefixes, request.prompt)
-    batch = pair_batch(tokenizer, texts, [request.target_new] * len(texts), device)
-    pos = _positions(tokenizer, texts, request.subject, starts).to(device)
-    kl_texts = [e.format(subject=request.subject) for e in cfg.essence]
-    kl_w = [cfg.kl_weight] * len(kl_texts)
-    if cfg.anchor_same_subject:  # the subject's other facts, under a template no metric scores
-        anchors = world.load().anchor_prompts(request.subject, request.relation)
-        kl_texts += anchors
-        kl_w += [cfg.anchor_weight] * len(anchors)
-    kl_w = torch.tensor(kl_w, device=device)
+    texts, targets, pos, owner, kl_texts, kl_w, kl_pos, kl_owner = [], [], [], [], [], [], [], []
+    for i, r in enumerate(requests):
+        ctx, starts = _contexts(prefixes, r.prompt)
+        texts += ctx
+        targets += [r.target_new] * len(ctx)
+        pos.append(_positions(tokenizer, ctx, r.subject, starts))
+        owner += [i] * len(ctx)
+        mine = [e.format(subject=r.subject) for e in cfg.essence]
+        weights = [cfg.kl_weight] * len(mine)
+        if cfg.anchor_same_subject:  # the subject's other facts, under a template no metric scores
+            anchors = world.load().anchor_prompts(r.subject, r.relation)
+            mine += anchors
+            weights += [cfg.anchor_weight] * len(anchors)
+        kl_texts += mine
+        kl_w += weights
+        kl_pos.append(_positions(tokenizer, mine, r.subject, [0] * len(mine)))
+        kl_owner += [i] * len(mine)
+    n_ctx, R = len(prefixes) + 1, len(requests)
+    batch = pair_batch(tokenizer, texts, targets, device)
     kl_ids = [encode_prompt(tokenizer, t) for t in kl_texts]
     kl_len = torch.tensor([len(i) for i in kl_ids], device=device)
-    kl_pos = _positions(tokenizer, kl_texts, request.subject, [0] * len(kl_texts)).to(device)
-    # One right-padded batch: the n target rows, then the KL rows (one forward pass per step).
-    n, width = batch.input_ids.shape
-    width = max(width, int(kl_len.max()))
-    ids = torch.zeros(n + len(kl_ids), width, dtype=torch.long, device=device)
+    # One right-padded batch: the N target rows, then the K KL rows (one forward pass per step).
+    N, t = batch.input_ids.shape
+    ids = torch.zeros(N + len(kl_ids), max(t, int(kl_len.max())), dtype=torch.long, device=device)
     mask = torch.zeros_like(ids)
-    t = batch.input_ids.shape[1]
-    ids[:n, :t], mask[:n, :t] = batch.input_ids, batch.attention_mask
+    ids[:N, :t], mask[:N, :t] = batch.input_ids, batch.attention_mask
     for i, row in enumerate(kl_ids):
-        ids[n + i, :len(row)], mask[n + i, :len(row)] = torch.tensor(row, device=device), 1
-    at = torch.cat([pos, kl_pos])                                   # the subject's last token, every row
-    rows = torch.arange(n + len(kl_ids), device=device)
+        ids[N + i, :len(row)], mask[N + i, :len(row)] = torch.tensor(row, device=device), 1
+    at = torch.cat(pos + kl_pos).to(device)                        # the subject's last token, every row
+    whose = torch.tensor(owner + kl_owner, device=device)           # the request of every row
+    kl_w, kl_owner_t = torch.tensor(kl_w, device=device), whose[N:]
     labels = batch.labels[:, 1:]
     is_t = labels != -100
-    kl_rows, kl_last = rows[n:], kl_len - 1
+    bare = torch.arange(R, device=device) * n_ctx                   # each request's bare-prompt row
 
     with torch.no_grad(), capture(model, [name]) as seen:
         logits = model(input_ids=ids, attention_mask=mask).logits
-        v = seen[name][0, pos[0]].detach().clone()  # the value of the bare prompt [d]
-        p_init = logits[kl_rows, kl_last].float().log_softmax(-1)
+        v = seen[name][bare, at[bare]].detach().clone()            # [R, d]
+        p_init = logits[torch.arange(N, len(ids), device=device), kl_len - 1].float().log_softmax(-1)
 
     delta = torch.zeros_like(v, requires_grad=True)
     opt = torch.optim.Adam([delta], lr=cfg.v_lr)
     flags = [p.requires_grad for p in model.parameters()]
     for p in model.parameters():
         p.requires_grad_(False)
-
-    def add_delta(out: torch.Tensor) -> torch.Tensor:
-        out = out.clone()
-        out[rows, at] += delta
-        return out
-
-    history = []
+    active = torch.ones(R, dtype=torch.bool, device=device)
+    histories: list[list[float]] = [[] for _ in range(R)]
     try:
         for step in range(cfg.v_steps):
+            sel = active[whose]                                     # the rows of the requests still going
+            r_at, r_whose = at[sel], whose[sel]
+            picked = torch.arange(int(sel.sum()), device=device)
+
+            def add_delta(out: torch.Tensor) -> torch.Tensor:
+                out = out.clone()
+                out[picked, r_at] += delta[r_whose]
+                return out
+
             with rewrite(model, {name: add_delta}):
-                logits = model(input_ids=ids, attention_mask=mask).logits
-            logp = logits[:n, :t - 1].float().log_softmax(-1)
-            logp = logp.gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1)
-            nll = -((logp * is_t).sum(1) / is_t.sum(1)).mean()
-            p_now = logits[kl_rows, kl_last].float().log_softmax(-1)
-            kl = (F.kl_div(p_init, p_now, log_target=True, reduction="none").sum(-1) * kl_w).sum() / len(cfg.essence)
-            decay = delta.norm() ** 2 / v.norm() ** 2
-            loss = nll + kl + cfg.weight_decay * decay
-            history.append(round(loss.item(), 4))
-            if nll.item() < 0.05:
+                logits = model(input_ids=ids[sel], attention_mask=mask[sel]).logits
+            t_sel, k_sel = sel[:N], sel[N:]
+            nt = int(t_sel.sum())
+            logp = logits[:nt, :t - 1].float().log_softmax(-1)
+            logp = logp.gather(-1, labels[t_sel].clamp_min(0).unsqueeze(-1)).squeeze(-1)
+            row_nll = -(logp * is_t[t_sel]).sum(1) / is_t[t_sel].sum(1)
+            nll = torch.zeros(R, device=device).index_add(0, whose[:N][t_sel], row_nll) / n_ctx
+            p_now = logits[nt:][torch.arange(len(logits) - nt, device=device), kl_len[k_sel] - 1]
+            kl_row = F.kl_div(p_init[k_sel], p_now.float().log_softmax(-1), log_target=True,
+                              reduction="none").sum(-1) * kl_w[k_sel]
+            kl = torch.zeros(R, device=device).index_add(0, kl_owner_t[k_sel], kl_row) / len(cfg.essence)
+            decay = delta.norm(dim=1) ** 2 / v.norm(dim=1) ** 2
+            loss = nll + kl + cfg.weight_decay * decay              # [R]; read for active requests only
+            for i in active.nonzero()[:, 0].tolist():
+                histories[i].append(round(loss[i].item(), 4))
+            active = active & ~(nll.detach() < 0.05)
+            if not active.any():
                 break
             opt.zero_grad()
-            loss.backward()
+            loss[active].sum().backward()
+            keep = delta.detach().clone()
             opt.step()
-            with torch.no_grad():  # the clamp: ||δ|| <= clamp · ||v||
-                limit = cfg.clamp * v.norm()
-                if delta.norm() > limit:
-                    delta.mul_(limit / delta.norm())
+            with torch.no_grad():
+                delta[~active] = keep[~active]                     # finished requests stay where they stopped
+                limit = cfg.clamp * v.norm(dim=1)                  # the clamp: ||δ_i|| <= clamp · ||v_i||
+                norm = delta.norm(dim=1)
+                delta.mul_(torch.where(norm > limit, limit / norm, torch.ones_like(norm))[:, None])
     finally:
         for p, f in zip(model.parameters(), flags):
             p.requires_grad_(f)
-    return (v + delta).detach(), v, {"loss": history, "steps": len(history)}
+    return (v + delta).detach(), v, [{"loss": h, "steps": len(h)} for h in histories]
 
 
 def edit(model: nn.Module, tokenizer, request: EditRequest, cfg: RomeConfig | None = None,
