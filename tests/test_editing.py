@@ -249,7 +249,7 @@ def test_an_error_inside_an_editor_restores_the_models_mode(wlm, requests, cov, 
     def broken(*args, **kwargs):
         raise RuntimeError("in the middle of the edit")
 
-    monkeypatch.setattr(rome, "compute_value", broken)
+    monkeypatch.setattr(rome, "compute_values", broken)        # ROME and MEMIT both optimise through it
     for call in (lambda: rome.edit(model, tok, requests[0], rome.RomeConfig(), cov=cov),
                  lambda: memit.edit(model, tok, requests[:1], memit.MemitConfig(edit_layers=(0,)), covs={0: cov})):
         model.train()
