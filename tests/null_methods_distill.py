@@ -67,8 +67,7 @@ def null_measured() -> dict[str, dict[str, float]]:
     eps0 = fast.FastConfig(rounds=FAST_ROUNDS, per_round=10 * PER_CLASS // FAST_ROUNDS, inner_steps=10,
                            reptile=0.0, kd=kd_cfg)
     a, b = fast.fast_dfkd(teacher, student, eps0, test, gen()), fast.fast_dfkd(teacher, student, eps0, test, gen())
-    settled = lambda r: float(sum(float(x) for x in r.history["last inner loss"][1:]))  # noqa: E731
-    out["Fast meta-init"] = {"Fast/inner loss vs ε = 0": settled(a) / settled(b),
+    out["Fast meta-init"] = {"Fast/inner loss vs ε = 0": fast.settled_loss(a) / fast.settled_loss(b),
                              "Fast (meta-learned generator)/accuracy": a.accuracy,
                              "Fast, ε = 0 (no meta-update)/accuracy": b.accuracy}
     # ADI's competition -> α_c = 0 on both sides of the notebook's comparison

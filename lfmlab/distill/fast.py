@@ -126,3 +126,10 @@ def fast_dfkd(teacher: nn.Module, student: nn.Module, config: FastConfig | None 
     result.synth_seconds, result.n_images, result.generator = seconds, len(images), meta
     result.history.update(history)
     return result
+
+
+def settled_loss(result: DistillResult) -> float:
+    """Mean synthesis loss after the inner steps over rounds 2 onwards (round 1 starts from the
+    same untrained generator whatever ε is): what the meta-learned initialisation changes."""
+    after = [float(x) for x in result.history["last inner loss"][1:]]
+    return sum(after) / max(len(after), 1)
