@@ -28,6 +28,7 @@ clamps the probabilities to [0.01, 0.99]; here they are not clamped); the BN ter
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -38,6 +39,7 @@ from torch import nn
 from lfmlab.distill.common import Callback, DistillResult, device_of
 from lfmlab.distill.inversion import InversionConfig, frozen, synthesise
 from lfmlab.distill.kd import KDConfig, distill
+from lfmlab.progress import progress
 
 __all__ = ["ADIConfig", "adaptive_deepinversion", "competition"]
 
@@ -71,7 +73,7 @@ def competition(teacher_logits: torch.Tensor, student_logits: torch.Tensor, tau:
     """R_compete = 1 − JS(p_T ‖ p_S) per image [N] (JS in nats, at temperature τ; in (1 − ln 2, 1])."""
     log_p = F.log_softmax(teacher_logits / tau, -1)
     log_q = F.log_softmax(student_logits / tau, -1)
-    log_m = torch.logsumexp(torch.stack([log_p, log_q]), 0) - torch.log(torch.tensor(2.0))
+    log_m = torch.logsumexp(torch.stack([log_p, log_q]), 0) - math.log(2.0)
     js = 0.5 * (log_p.exp() * (log_p - log_m)).sum(-1) + 0.5 * (log_q.exp() * (log_q - log_m)).sum(-1)
     return 1.0 - js
 
@@ -93,7 +95,7 @@ def adaptive_deepinversion(teacher: nn.Module, student: nn.Module, config: ADICo
     current, pool, synth_seconds, train_seconds = student, [], 0.0, 0.0
     disagreement, curve_steps, curve_acc = [], [], []
     result = None
-    for r, y in enumerate(chunks):
+    for r, y in enumerate(progress(chunks, desc=name)):
         judge = copy.deepcopy(current).to(dev)
         start = time.perf_counter()
         with frozen(judge):

@@ -145,24 +145,16 @@ class Panel(HasTraits):
             self.check()
             for message in self._refused.values():   # a value a control refused (see bind)
                 raise BadInput(message)
-        except (BadInput, ValueError, KeyError, traitlets.TraitError) as err:
-            return self.fail(err)
         except Exception as err:  # noqa: BLE001  (a check that breaks is shown, never raised)
-            with self.output:
-                traceback.print_exc()
-            return self.fail(err, unexpected=True)
+            return self.report(err)
         self.busy = True
         self.message = "running…"
         start = time.perf_counter()
         try:
             result = self.compute()
             summary = self.summary(result)  # inside the guard: a result that cannot be read is no result
-        except (BadInput, ValueError, KeyError, traitlets.TraitError) as err:
-            return self.fail(err)
         except Exception as err:  # never let a callback kill the kernel: show it instead
-            with self.output:
-                traceback.print_exc()
-            return self.fail(err, unexpected=True)
+            return self.report(err)
         finally:
             self.busy = False
         self.result = result
@@ -182,13 +174,18 @@ class Panel(HasTraits):
         def guarded(*args: Any, **kwargs: Any) -> Any:
             try:
                 return fn(*args, **kwargs)
-            except (BadInput, ValueError, KeyError, traitlets.TraitError) as err:
-                return self.fail(err)
             except Exception as err:  # noqa: BLE001  (shown, never raised into the kernel)
-                with self.output:
-                    traceback.print_exc()
-                return self.fail(err, unexpected=True)
+                return self.report(err)
         return guarded
+
+    def report(self, err: BaseException) -> None:
+        """Show ``err`` as the panel's message: a bad value as it is, anything else as unexpected,
+        with its traceback in the panel's output."""
+        if isinstance(err, (BadInput, ValueError, KeyError, traitlets.TraitError)):
+            return self.fail(err)
+        with self.output:
+            traceback.print_exception(err)
+        return self.fail(err, unexpected=True)
 
     def fail(self, err: BaseException, unexpected: bool = False) -> None:
         text = err.args[0] if isinstance(err, KeyError) and err.args else str(err)

@@ -75,7 +75,7 @@ class KNNPanel(Panel):
 
     def _check_top(self) -> None:
         validate.number("top", self.top, 1, 50, integer=True,
-                        fix="top is how many tokens each chart shows: choose between 3 and 20.")
+                        fix="top is how many tokens each chart shows (its slider offers 3 to 20).")
 
     def compute(self) -> knnlm.Lookup:
         return knnlm.lookup(self.model, self.tokenizer, self.store, self.prompt, k_max=K_MAX)
