@@ -66,7 +66,10 @@ def main() -> None:
     ap.add_argument("--methods", nargs="*", default=[n for n, m in methods.METHODS.items() if m.gradients],
                     choices=[n for n, m in methods.METHODS.items() if m.gradients])
     ap.add_argument("--populations", nargs="*", type=int, default=[4, 16, 64])
+    ap.add_argument("--parts", nargs="*", default=["methods", "lora", "bbt"], choices=["methods", "lora", "bbt"])
     args = ap.parse_args()
+    if "methods" not in args.parts:
+        args.methods = []
     if args.threads:
         torch.set_num_threads(args.threads)
     runtime.setup(seed=0, device=args.device, verbose=False)
@@ -95,6 +98,13 @@ def main() -> None:
              trainable=trainable, share=trainable / base, impl="lfmlab")
 
     # 2. LoRA: ours against peft's, same targets, rank and loop
+    if "lora" in args.parts:
+        lora_vs_peft(z, task, args, dev)
+    if "bbt" in args.parts:
+        bbt_population(z, task, args, dev)
+
+
+def lora_vs_peft(z, task, args, dev) -> None:
     rank = methods.METHODS["LoRA"].size
     ours = lora.add_lora(z.model, rank=rank, targets="attn")
     s_ours = per_step(ours, task.train, args.steps, args.batch, 1e-2, dev)
@@ -113,7 +123,9 @@ def main() -> None:
              trainable=count(ref, trainable_only=True), impl=f"peft {peft.__version__}", comparison="lfmlab vs peft",
              lfmlab_speedup=s_ref / s_ours)
 
-    # 3. BBT: a CMA-ES population scored in one batched call against one call per candidate
+
+def bbt_population(z, task, args, dev) -> None:
+    """A CMA-ES population scored in batched calls against one full call per candidate."""
     pm = prompt.add_prompt(z.model, n_tokens=5).eval()
     examples = task.train.rows(range(32))
     d = z.model.get_input_embeddings().weight.shape[1]
@@ -130,7 +142,7 @@ def main() -> None:
                 sync(dev)
                 times.append(time.perf_counter() - start)
             result[batched] = statistics.median(times)
-            emit(device=str(dev), method=f"BBT population ({'batched, 1 call' if batched else f'{lam} calls'})",
+            emit(device=str(dev), method=f"BBT population ({'batched' if batched else f'{lam} calls'})",
                  size=lam, seconds=result[batched], throughput=lam * 32 / result[batched], examples=32)
         emit(device=str(dev), method="BBT batched speed-up", size=lam, seconds=result[True],
              throughput=lam * 32 / result[True], speedup=result[False] / result[True])

@@ -65,3 +65,29 @@ def evaluating(model: nn.Module) -> Iterator[nn.Module]:
         yield model
     finally:
         model.train(was_training)
+
+
+class _Reached(Exception):
+    """Raised by :func:`run_until`'s hook to end the forward pass at the module it reads."""
+
+
+def run_until(model: nn.Module, name: str, inputs: bool = False, **batch) -> torch.Tensor:
+    """``model(**batch)`` stopped as soon as module ``name`` has run: its output (or with
+    ``inputs=True`` its first input). Nothing after that module is computed, so reading an
+    early layer costs only the layers up to it."""
+    seen: dict[str, torch.Tensor] = {}
+
+    def hook(mod, args, output):
+        seen["x"] = args[0] if inputs else _first(output)
+        raise _Reached
+
+    handle = model.get_submodule(name).register_forward_hook(hook)
+    try:
+        model(**batch)
+    except _Reached:
+        pass
+    finally:
+        handle.remove()
+    if "x" not in seen:
+        raise RuntimeError(f"module {name!r} did not run in the forward pass")
+    return seen["x"]

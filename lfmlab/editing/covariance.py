@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lfmlab.hooks import capture, evaluating
+from lfmlab.hooks import evaluating, run_until
 from lfmlab.zoo.layers import layers
 
 _MEMO: dict[str, torch.Tensor] = {}
@@ -47,7 +47,9 @@ def key_covariance(model: nn.Module, tokenizer, layer: int, texts: list[str] | N
                    use_disk: bool = True) -> torch.Tensor:
     """C = E[k kᵀ] [4d, 4d] (float64, on the model's device) of the keys entering the MLP output
     projection of ``layer``, over ``texts`` (default :func:`corpus_texts`), plus ``ridge`` x its
-    mean diagonal on the diagonal so that it is safely invertible."""
+    mean diagonal on the diagonal so that it is safely invertible. The forward pass stops at that
+    projection (nothing after it is needed); each batch's keys are multiplied in float32 and
+    summed in float64."""
     from lfmlab import runtime
 
     texts = corpus_texts() if texts is None else texts
@@ -67,17 +69,17 @@ def key_covariance(model: nn.Module, tokenizer, layer: int, texts: list[str] | N
     with evaluating(model):
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         for i in range(0, len(texts), batch_size):
-            enc = [tokenizer(t)["input_ids"] for t in texts[i:i + batch_size]]
+            enc = tokenizer(texts[i:i + batch_size])["input_ids"]
             width = max(len(e) for e in enc)
             ids = torch.full((len(enc), width), pad, dtype=torch.long)
             mask = torch.zeros_like(ids)
             for r, e in enumerate(enc):
                 ids[r, :len(e)] = torch.tensor(e)
                 mask[r, :len(e)] = 1
-            with capture(model, [name], inputs=True) as seen:
-                model(input_ids=ids.to(device), attention_mask=mask.to(device))
-            keys = seen[name][mask.to(device).bool()].double()  # [tokens, 4d]
-            total = keys.T @ keys if total is None else total + keys.T @ keys
+            keys = run_until(model, name, inputs=True, input_ids=ids.to(device),
+                             attention_mask=mask.to(device))[mask.to(device).bool()].float()  # [tokens, 4d]
+            part = (keys.T @ keys).double()     # float32 within a batch, float64 across batches
+            total = part if total is None else total + part
             count += len(keys)
             if count >= max_tokens:
                 break

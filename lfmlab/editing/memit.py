@@ -35,7 +35,7 @@ from lfmlab.data.world import EditRequest
 from lfmlab.editing import rome
 from lfmlab.editing.base import EditResult, applied, as_edit, merge
 from lfmlab.editing.covariance import key_covariance
-from lfmlab.hooks import capture, evaluating
+from lfmlab.hooks import evaluating, run_until
 from lfmlab.lm import encode_prompt
 from lfmlab.zoo.layers import layers
 
@@ -46,14 +46,24 @@ class MemitConfig(rome.RomeConfig):
     mom2_weight: float = 100.0  # λ: weight of the old keys (C = E[kkᵀ]); ~1e4 suits GPT-J's 16k-dim keys, 100 world-lm's 512
 
 
-def _top_hidden(model, tokenizer, prompt: str, subject: str, top: int) -> torch.Tensor:
-    """The residual stream after block ``top`` at the subject's last token of a bare prompt [d]."""
+def _top_hidden(model, tokenizer, pairs: list[tuple[str, str]], top: int, rows: int = 512) -> torch.Tensor:
+    """The residual stream after block ``top`` at the subject's last token of each bare
+    (prompt, subject) pair [n, d], in right-padded batches (the forward pass stops at ``top``)."""
     name = layers(model).block_name(top)
-    pos = rome._positions(tokenizer, [prompt], subject, [0])[0]
-    ids = torch.tensor([encode_prompt(tokenizer, prompt)], device=next(model.parameters()).device)
-    with torch.no_grad(), capture(model, [name]) as seen:
-        model(input_ids=ids, attention_mask=torch.ones_like(ids))
-    return seen[name][0, pos]
+    device = next(model.parameters()).device
+    out = []
+    for i in range(0, len(pairs), rows):
+        part = pairs[i:i + rows]
+        enc = [encode_prompt(tokenizer, prompt) for prompt, _ in part]
+        pos = torch.cat([rome._positions(tokenizer, [prompt], subject, [0]) for prompt, subject in part])
+        ids = torch.zeros(len(enc), max(map(len, enc)), dtype=torch.long, device=device)
+        mask = torch.zeros_like(ids)
+        for j, row in enumerate(enc):
+            ids[j, :len(row)], mask[j, :len(row)] = torch.tensor(row, device=device), 1
+        with torch.no_grad():
+            hidden = run_until(model, name, input_ids=ids, attention_mask=mask)
+        out.append(hidden[torch.arange(len(enc), device=device), pos.to(device)])
+    return torch.cat(out)
 
 
 def targets(model: nn.Module, tokenizer, requests: list[EditRequest], cfg: MemitConfig,
@@ -93,9 +103,9 @@ def edit(model: nn.Module, tokenizer, requests: list[EditRequest], cfg: MemitCon
             if C is None:
                 C = key_covariance(model, tokenizer, layer)
             with applied(model, deltas):
-                K = torch.stack([rome.compute_key(model, tokenizer, r.subject, r.prompt, prefixes, layer)[0]
-                                 for r in requests])  # [n, 4d]
-                h = torch.stack([_top_hidden(model, tokenizer, r.prompt, r.subject, top) for r in requests])  # [n, d]
+                K = rome.compute_keys(model, tokenizer, [(r.subject, r.prompt) for r in requests],
+                                      prefixes, layer)[0]                                  # [n, 4d]
+                h = _top_hidden(model, tokenizer, [(r.prompt, r.subject) for r in requests], top)  # [n, d]
             R = (z - h) / (len(cfg.edit_layers) - j)  # [n, d] this layer's share of the residual
             with torch.no_grad():
                 A = cfg.mom2_weight * C.to(K.device, torch.float64) + K.double().T @ K.double()  # [4d, 4d]
@@ -120,7 +130,7 @@ def spill(model: nn.Module, tokenizer, deltas: dict[str, torch.Tensor], edited: 
     R Kᵀ(λC + KKᵀ)⁻¹ answers every key in the span of the edited ones).
     """
     def hidden(pairs: list[tuple[str, str]]) -> torch.Tensor:  # [len(pairs), d]
-        return torch.stack([_top_hidden(model, tokenizer, prompt, subject, top) for prompt, subject in pairs])
+        return _top_hidden(model, tokenizer, pairs, top)
 
     def relative_change(pairs: list[tuple[str, str]]) -> float:
         if not pairs:

@@ -24,9 +24,10 @@ Simplified here (Sun et al. 2022 use a 1024-dimensional RoBERTa/GPT-2 embedding,
 8,000 API calls, and BBTv2 adds deep prompts in every layer): a small k, population and budget,
 the soft prompt only at the input, and the loss is the answer cross-entropy (no verbaliser).
 
-Speed: the whole population is scored in **one batched forward pass** — λ prompts x B examples
-as λ·B rows, each row with its own soft prompt (:func:`population_losses`). ``batched=False``
-scores candidates one call each (for the benchmark). Every model call is counted.
+Speed: the population is scored in **batched forward passes** — λ prompts x B examples as λ·B
+rows, each row with its own soft prompt, at most 256 rows a call, with the LM head applied at the
+answer positions only (:func:`population_losses`). ``batched=False`` scores candidates one full
+call each (the reference, for the benchmark). Every model call is counted.
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lfmlab.tuning.prompt import SoftPrompt, SoftPromptLM, init_prompt
@@ -49,7 +51,8 @@ class CallCounter:
 
     def __init__(self, model: nn.Module):
         self.calls, self.rows = 0, 0
-        self._handle = model.register_forward_pre_hook(self._hook, with_kwargs=True)
+        body = getattr(model, "base_model", model)  # every call, with or without the LM head, runs the body once
+        self._handle = body.register_forward_pre_hook(self._hook, with_kwargs=True)
 
     def _hook(self, module, args, kwargs):
         x = kwargs.get("inputs_embeds", kwargs.get("input_ids", args[0] if args else None))
@@ -83,20 +86,35 @@ class Projection:
 
 
 @torch.no_grad()
-def population_losses(model: SoftPromptLM, prompts: torch.Tensor, batch, batched: bool = True) -> torch.Tensor:
+def population_losses(model: SoftPromptLM, prompts: torch.Tensor, batch, batched: bool = True,
+                      rows: int = 256) -> torch.Tensor:
     """Mean target loss of each candidate prompt [λ] on a PairBatch of B examples.
 
-    ``batched``: one forward pass over λ·B rows, row i·B + b = (prompt i, example b).
+    ``batched``: row i·B + b = (prompt i, example b), in forward passes of at most ``rows`` rows
+    (whole candidates), and the LM head is applied at the answer positions only: the [rows, T, V]
+    logits a full head would write are what made one large call slower than many small ones on
+    a CPU. ``batched=False``: one full call per candidate (the reference; same numbers).
     """
     lam, B = prompts.shape[0], batch.input_ids.shape[0]
     if not batched:
         return torch.stack([row_losses(model(batch.input_ids, batch.attention_mask, prompt=p).logits,
                                        batch.labels).mean() for p in prompts])
-    ids = batch.input_ids.repeat(lam, 1)          # [λ·B, T]
-    mask = batch.attention_mask.repeat(lam, 1)
-    labels = batch.labels.repeat(lam, 1)
-    rows = prompts.repeat_interleave(B, dim=0)    # [λ·B, n, d]
-    return row_losses(model(ids, mask, prompt=rows).logits, labels).view(lam, B).mean(1)
+    labels = batch.labels[:, 1:]                  # position t predicts token t + 1
+    row, col = (labels != -100).nonzero(as_tuple=True)
+    per_row = torch.zeros(B, device=labels.device).index_add_(0, row, torch.ones_like(row, dtype=torch.float))
+    head = model.base.get_output_embeddings()
+    per = max(1, rows // B)                       # candidates per call
+    out = []
+    for i in range(0, lam, per):
+        P = prompts[i:i + per]
+        c = P.shape[0]
+        h = model(batch.input_ids.repeat(c, 1), batch.attention_mask.repeat(c, 1),
+                  prompt=P.repeat_interleave(B, dim=0), hidden_only=True)    # [c·B, T, d]
+        h = h.view(c, B, *h.shape[1:])[:, row, col]                          # [c, answer tokens, d]
+        nll = F.cross_entropy(head(h).float().transpose(1, 2), labels[row, col].expand(c, -1),
+                              reduction="none")                            # [c, answer tokens]
+        out.append((torch.zeros(c, B, device=nll.device).index_add_(1, row, nll) / per_row.clamp_min(1)).mean(1))
+    return torch.cat(out)
 
 
 def _setup(model: nn.Module, data, n_tokens: int, k: int, examples: int, seed: int):

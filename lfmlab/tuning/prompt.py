@@ -48,7 +48,9 @@ class SoftPromptLM(nn.Module):
         self.config = base.config
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                prompt: torch.Tensor | None = None, **_) -> Output:
+                prompt: torch.Tensor | None = None, hidden_only: bool = False, **_) -> Output:
+        """Logits [B, T, V] of the real positions; with ``hidden_only`` the hidden states [B, T, d]
+        that the LM head (``base.get_output_embeddings()``) maps to them."""
         emb = self.base.get_input_embeddings()(input_ids)  # [B, T, d]
         B = emb.shape[0]
         P = self.source() if prompt is None else prompt
@@ -59,6 +61,8 @@ class SoftPromptLM(nn.Module):
             if attention_mask is None else attention_mask
         x = torch.cat([P.to(emb.dtype), emb], dim=1)  # [B, n + T, d]
         full_mask = torch.cat([torch.ones(B, n, dtype=mask.dtype, device=mask.device), mask], dim=1)
+        if hidden_only:  # the body's last hidden state (after its final norm), before the LM head
+            return self.base.base_model(inputs_embeds=x, attention_mask=full_mask).last_hidden_state[:, n:]
         logits = self.base(inputs_embeds=x, attention_mask=full_mask).logits  # [B, n + T, V]
         return Output(logits[:, n:])
 
