@@ -83,3 +83,16 @@ def test_bbt_scores_in_chunks_with_the_same_numbers():
     single = bbt.population_losses(model, prompts, batch, batched=False)
     counter.close()
     torch.testing.assert_close(chunked, single, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("q,c,k", [(7, 1000, 3), (64, 8192, 8), (5, 8193, 8), (3, 300, 8), (4, 4096, 1)])
+def test_block_topk_is_topk(q, c, k):
+    from lfmlab.retrieval.datastore import block_topk
+
+    d = torch.randn(q, c, generator=torch.Generator().manual_seed(c))
+    got, want = block_topk(d, k), d.topk(k, dim=1, largest=False)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    ties = torch.randint(0, 50, (16, 5000), generator=torch.Generator().manual_seed(1)).float()
+    dist, cols = block_topk(ties, 8)                       # equal distances: any of them will do
+    assert torch.equal(dist, ties.topk(8, dim=1, largest=False).values)
+    assert torch.equal(ties.gather(1, cols), dist)

@@ -24,6 +24,9 @@ associative memory, and rewrites the single association k* -> v*:
   ``v_weight_decay · ‖δ‖ / ‖v‖²``;
 * the essence KL compares next-token distributions at the *last* token of "{subject} is a";
   ROME's code reads them at the subject's last token of that prompt;
+* Adam's learning rate for δ is 1.0 (ROME's: 0.5): on world-lm the same efficacy, paraphrase
+  and neighbourhood in about half the steps (30 held-out requests: 1.00 / 0.92 / 0.93 against
+  1.00 / 0.91 / 0.93; same-subject retention 0.18 against 0.22);
 * ``anchor_same_subject`` (not in ROME) adds KL terms on the subject's other facts, taken from
   :meth:`lfmlab.data.world.World.anchor_prompts`: a template that no metric scores.
 
@@ -33,6 +36,11 @@ paraphrase, neighbourhood and same-subject prompts never reach it.
 GPT-2 stores W as a ``Conv1D`` weight of shape [in, out]; the update is written through
 :func:`lfmlab.zoo.weight_in_out`, so GPT-NeoX and Llama (``nn.Linear``) work the same way.
 The model is unchanged on return: :func:`edit` returns the weight delta.
+
+Speed (no change to any number): δ enters at the subject's last token, which a causal model's
+earlier positions never see, so each row's text before that token runs once and is kept as a
+key/value cache (:class:`lfmlab.lm.SplitBatch`); each step of v* runs only the tokens from the
+subject on, and the vocabulary projection only where a target or KL term reads it.
 """
 from __future__ import annotations
 

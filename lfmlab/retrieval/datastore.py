@@ -82,13 +82,33 @@ def forward_with_keys(model: nn.Module, input_ids: torch.Tensor, attention_mask:
     return logits, seen[layer]
 
 
+def block_topk(d: torch.Tensor, k: int, group: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k smallest entries of each row of d [q, c] and their columns, like
+    ``d.topk(k, largest=False)`` but without a selection over every entry: the row is cut into
+    groups of ``group`` columns, the k groups with the smallest minima are kept, and the top-k
+    is taken among their k·group entries. Exact: at least k entries are <= the k-th smallest
+    group minimum, so every one of the k smallest lies in a group whose minimum is <= it."""
+    q, c = d.shape
+    if c <= 4 * k * group:
+        return d.topk(k, dim=1, largest=False)
+    pad = (-c) % group
+    if pad:
+        d = torch.nn.functional.pad(d, (0, pad), value=float("inf"))
+    groups = d.view(q, -1, group)                                                     # [q, c/g, g]
+    g = groups.amin(-1).topk(k, dim=1, largest=False).indices                       # [q, k]
+    cand = groups.gather(1, g[..., None].expand(-1, -1, group)).reshape(q, k * group)
+    dist, pick = cand.topk(k, dim=1, largest=False)
+    cols = (g[..., None] * group + torch.arange(group, device=d.device)).reshape(q, k * group)
+    return dist, cols.gather(1, pick)
+
+
 def exact_search(queries: torch.Tensor, keys: torch.Tensor, k: int, query_chunk: int | None = None,
                  key_chunk: int | None = None, key_norms: torch.Tensor | None = None) -> Neighbours:
     """Brute-force k nearest keys by squared L2, on the tensors' device, with bounded memory.
 
     queries [Q, D], keys [N, D] -> Neighbours [Q, min(k, N)], nearest first. Per block of
     (query chunk × key chunk) it computes ||k||² − 2 q·k in one ``addmm`` and keeps that block's
-    top-k; one final top-k over the candidates picks the winners, and ||q||² (constant per query,
+    top-k (:func:`block_topk`: a selection over group minima first, not over every distance); one final top-k over the candidates picks the winners, and ||q||² (constant per query,
     so irrelevant to the ranking) is added at the end. Live memory: query_chunk × (key_chunk +
     k·N/key_chunk) floats. Default chunks: small on the CPU (cache-friendly), large on a GPU.
     """
@@ -109,7 +129,7 @@ def exact_search(queries: torch.Tensor, keys: torch.Tensor, k: int, query_chunk:
         for ks in range(0, n, key_chunk):
             block = keys[ks:ks + key_chunk]                                           # [c, D]
             d = torch.addmm(kn[None, ks:ks + key_chunk], q, block.T, alpha=-2.0)     # ||k||² − 2 q·k  [q, c]
-            d, i = d.topk(min(k, len(block)), dim=1, largest=False)
+            d, i = block_topk(d, min(k, len(block)))
             cand_d.append(d)
             cand_i.append(i + ks)
         d, pick = torch.cat(cand_d, 1).topk(k, dim=1, largest=False)                 # [q, k], sorted
