@@ -85,14 +85,17 @@ def test_bbt_scores_in_chunks_with_the_same_numbers():
     torch.testing.assert_close(chunked, single, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("q,c,k", [(7, 1000, 3), (64, 8192, 8), (5, 8193, 8), (3, 300, 8), (4, 4096, 1)])
-def test_block_topk_is_topk(q, c, k):
-    from lfmlab.retrieval.datastore import block_topk
+@pytest.mark.parametrize("n,k,kc", [(5000, 8, 1024), (4099, 3, 700), (300, 8, 8192), (1000, 1, 64)])
+def test_exact_search_two_passes_find_the_brute_force_neighbours(n, k, kc):
+    """Group minima first, then the k best groups: the same neighbours as a full sort."""
+    from lfmlab.retrieval.datastore import exact_search
 
-    d = torch.randn(q, c, generator=torch.Generator().manual_seed(c))
-    got, want = block_topk(d, k), d.topk(k, dim=1, largest=False)
-    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
-    ties = torch.randint(0, 50, (16, 5000), generator=torch.Generator().manual_seed(1)).float()
-    dist, cols = block_topk(ties, 8)                       # equal distances: any of them will do
-    assert torch.equal(dist, ties.topk(8, dim=1, largest=False).values)
-    assert torch.equal(ties.gather(1, cols), dist)
+    g = torch.Generator().manual_seed(n)
+    keys, queries = torch.randn(n, 24, generator=g), torch.randn(37, 24, generator=g)
+    want = (torch.cdist(queries.double(), keys.double()) ** 2).topk(k, dim=1, largest=False)
+    got = exact_search(queries, keys, k, query_chunk=16, key_chunk=kc)
+    assert torch.equal(got.index, want.indices)
+    torch.testing.assert_close(got.distance.double(), want.values, atol=1e-3, rtol=1e-4)
+    near = keys[:40].repeat(3, 1)                                  # exact ties: any of them will do
+    got = exact_search(near[:5] + 0.0, near, 3)
+    assert torch.allclose(got.distance, torch.zeros_like(got.distance), atol=1e-4)

@@ -82,35 +82,40 @@ def forward_with_keys(model: nn.Module, input_ids: torch.Tensor, attention_mask:
     return logits, seen[layer]
 
 
-def block_topk(d: torch.Tensor, k: int, group: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
-    """The k smallest entries of each row of d [q, c] and their columns, like
-    ``d.topk(k, largest=False)`` but without a selection over every entry: the row is cut into
-    groups of ``group`` columns, the k groups with the smallest minima are kept, and the top-k
-    is taken among their k·group entries. Exact: at least k entries are <= the k-th smallest
-    group minimum, so every one of the k smallest lies in a group whose minimum is <= it."""
-    q, c = d.shape
-    if c <= 4 * k * group:
-        return d.topk(k, dim=1, largest=False)
-    pad = (-c) % group
+GROUP = 32  # keys per group in exact_search's first pass
+
+
+def augmented_keys(keys: torch.Tensor, key_norms: torch.Tensor | None = None, group: int = GROUP) -> torch.Tensor:
+    """[k, ||k||²] for every key [N', D + 1], padded to a multiple of ``group`` rows with keys at
+    infinite distance: then [−2q, 1]·[k, ||k||²] = ||k||² − 2 q·k is one matrix product."""
+    kn = (keys * keys).sum(-1) if key_norms is None else key_norms
+    aug = torch.cat([keys, kn[:, None].to(keys.dtype)], 1)
+    pad = (-len(keys)) % group
     if pad:
-        d = torch.nn.functional.pad(d, (0, pad), value=float("inf"))
-    groups = d.view(q, -1, group)                                                     # [q, c/g, g]
-    g = groups.amin(-1).topk(k, dim=1, largest=False).indices                       # [q, k]
-    cand = groups.gather(1, g[..., None].expand(-1, -1, group)).reshape(q, k * group)
-    dist, pick = cand.topk(k, dim=1, largest=False)
-    cols = (g[..., None] * group + torch.arange(group, device=d.device)).reshape(q, k * group)
-    return dist, cols.gather(1, pick)
+        filler = torch.zeros(pad, aug.shape[1], dtype=aug.dtype, device=aug.device)
+        filler[:, -1] = float("inf")
+        aug = torch.cat([aug, filler])
+    return aug
 
 
 def exact_search(queries: torch.Tensor, keys: torch.Tensor, k: int, query_chunk: int | None = None,
-                 key_chunk: int | None = None, key_norms: torch.Tensor | None = None) -> Neighbours:
+                 key_chunk: int | None = None, key_norms: torch.Tensor | None = None,
+                 augmented: torch.Tensor | None = None) -> Neighbours:
     """Brute-force k nearest keys by squared L2, on the tensors' device, with bounded memory.
 
-    queries [Q, D], keys [N, D] -> Neighbours [Q, min(k, N)], nearest first. Per block of
-    (query chunk × key chunk) it computes ||k||² − 2 q·k in one ``addmm`` and keeps that block's
-    top-k (:func:`block_topk`: a selection over group minima first, not over every distance); one final top-k over the candidates picks the winners, and ||q||² (constant per query,
-    so irrelevant to the ranking) is added at the end. Live memory: query_chunk × (key_chunk +
-    k·N/key_chunk) floats. Default chunks: small on the CPU (cache-friendly), large on a GPU.
+    queries [Q, D], keys [N, D] -> Neighbours [Q, min(k, N)], nearest first. Two passes per
+    chunk of queries, with no selection over every distance:
+
+    1. ||k||² − 2 q·k for every key, one matrix product per key chunk (:func:`augmented_keys`,
+       cached by the datastore as ``augmented``), reduced at once to the minimum of each group
+       of 32 keys; the chunk keeps the distances of its k groups with the smallest minima;
+    2. of the kept groups, the k with the smallest minima overall, and the top-k of their k·32
+       distances; ||q||² (constant per query, so irrelevant to the ranking) is added at the end.
+
+    Exact: at least k keys are no farther than the k-th smallest group minimum, so each of the
+    k nearest keys lies in a group whose minimum is no larger, i.e. in one of those k groups.
+    Live memory: query_chunk × (key_chunk + 32·k·N/key_chunk) floats. Default chunks: small
+    on the CPU (cache-friendly), large on a GPU.
     """
     n, k = len(keys), min(int(k), len(keys))
     dev = keys.device
@@ -120,21 +125,29 @@ def exact_search(queries: torch.Tensor, keys: torch.Tensor, k: int, query_chunk:
                           torch.empty(len(queries), 0, dtype=torch.long, device=dev))
     big = dev.type != "cpu"
     query_chunk = query_chunk or (4096 if big else 256)
-    key_chunk = key_chunk or (65536 if big else 8192)
-    kn = (keys * keys).sum(-1) if key_norms is None else key_norms                    # [N]
+    key_chunk = -(-(key_chunk or (65536 if big else 8192)) // GROUP) * GROUP         # whole groups
+    aug = augmented_keys(keys, key_norms) if augmented is None else augmented    # [N', D + 1]
     dists, rows = [], []
     for qs in range(0, len(queries), query_chunk):
         q = queries[qs:qs + query_chunk]                                              # [q, D]
-        cand_d, cand_i = [], []
-        for ks in range(0, n, key_chunk):
-            block = keys[ks:ks + key_chunk]                                           # [c, D]
-            d = torch.addmm(kn[None, ks:ks + key_chunk], q, block.T, alpha=-2.0)     # ||k||² − 2 q·k  [q, c]
-            d, i = block_topk(d, min(k, len(block)))
-            cand_d.append(d)
-            cand_i.append(i + ks)
-        d, pick = torch.cat(cand_d, 1).topk(k, dim=1, largest=False)                 # [q, k], sorted
+        qa = torch.cat([-2.0 * q, torch.ones(len(q), 1, dtype=q.dtype, device=dev)], 1)  # [q, D + 1]
+        ar = torch.arange(GROUP, device=dev)
+        mins, vals, cols = [], [], []
+        for ks in range(0, len(aug), key_chunk):                                     # pass 1, per key chunk
+            d = (qa @ aug[ks:ks + key_chunk].T).view(len(q), -1, GROUP)              # [q, c/32, 32]
+            m = d.amin(-1)                                                            # group minima
+            g = m.topk(min(k, m.shape[1]), dim=1, largest=False).indices             # this chunk's best groups
+            mins.append(m.gather(1, g))
+            vals.append(d.gather(1, g[..., None].expand(-1, -1, GROUP)))              # their distances [q, k, 32]
+            cols.append((g + ks // GROUP)[..., None] * GROUP + ar)
+        mins, vals, cols = torch.cat(mins, 1), torch.cat(vals, 1), torch.cat(cols, 1)
+        if mins.shape[1] > k:                                                         # the k best groups overall
+            g = mins.topk(k, dim=1, largest=False).indices[..., None].expand(-1, -1, GROUP)
+            vals, cols = vals.gather(1, g), cols.gather(1, g)
+        d, cand = vals.flatten(1), cols.flatten(1)                                    # pass 2: [q, k·32]
+        d, pick = d.topk(k, dim=1, largest=False)                                     # sorted
         dists.append((d + (q * q).sum(-1, keepdim=True)).clamp_min_(0.0))            # + ||q||²
-        rows.append(torch.cat(cand_i, 1).gather(1, pick))
+        rows.append(cand.gather(1, pick))
     return Neighbours(torch.cat(dists), torch.cat(rows))
 
 
@@ -209,7 +222,7 @@ class Datastore:
         self.documents, self.tokens, self.layer = documents, tokens, layer
         self.removed: set[int] = set()
         self._index: FaissIndex | None = None
-        self._key_norms: torch.Tensor | None = None
+        self._augmented: torch.Tensor | None = None   # [k, ||k||²], for exact search
         self.use(backend, **index_options)
 
     # ---- bookkeeping ----------------------------------------------------------------------
@@ -248,7 +261,7 @@ class Datastore:
         return new
 
     def _changed(self) -> None:
-        self._index, self._key_norms = None, None   # rebuilt lazily on the next search
+        self._index, self._augmented = None, None   # rebuilt lazily on the next search
 
     # ---- search -------------------------------------------------------------------------------
     def use(self, backend: str, **index_options) -> "Datastore":
@@ -268,9 +281,9 @@ class Datastore:
             raise ValueError(f"queries must be [Q, {self.dim}] context vectors, got {tuple(queries.shape)}")
         k = min(int(k), len(self))
         if self.backend == "exact":
-            if self._key_norms is None:
-                self._key_norms = (self.keys * self.keys).sum(-1)
-            found = exact_search(queries, self.keys, k, key_norms=self._key_norms,
+            if self._augmented is None:
+                self._augmented = augmented_keys(self.keys)
+            found = exact_search(queries, self.keys, k, augmented=self._augmented,
                                  **{o: v for o, v in self.index_options.items() if o.endswith("_chunk")})
             return Neighbours(found.distance.to(queries.device), found.index.to(queries.device))
         if self._index is None:
