@@ -26,6 +26,18 @@ def _model_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+def right_pad(sequences, pad_id: int = 0, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad token id lists: (input_ids [B, T], attention_mask [B, T]). Under causal
+    attention, padding on the right never changes the real positions."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, s in enumerate(sequences):
+        ids[i, :len(s)] = torch.tensor(list(s), dtype=torch.long)
+        mask[i, :len(s)] = 1
+    return (ids.to(device), mask.to(device)) if device is not None else (ids, mask)
+
+
 def encode_prompt(tokenizer, prompt: str) -> list[int]:
     """Token ids of a prompt (with the tokenizer's special tokens). Raises on an empty prompt."""
     if not isinstance(prompt, str) or not prompt.strip():
@@ -149,14 +161,9 @@ def exact_match(model: nn.Module, tokenizer, prompts: list[str], targets: list[s
 def next_token_probs(model: nn.Module, tokenizer, prompts: list[str]) -> torch.Tensor:
     """Next-token distributions [N, V] after each prompt (right-padded batch)."""
     ids = [encode_prompt(tokenizer, p) for p in prompts]
-    width = max(len(s) for s in ids)
-    input_ids = torch.zeros(len(ids), width, dtype=torch.long)
-    mask = torch.zeros_like(input_ids)
-    for i, s in enumerate(ids):
-        input_ids[i, :len(s)] = torch.tensor(s)
-        mask[i, :len(s)] = 1
     device = _model_device(model)
-    logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
+    input_ids, mask = right_pad(ids, device=device)
+    logits = model(input_ids=input_ids, attention_mask=mask).logits
     last = torch.tensor([len(s) - 1 for s in ids], device=device)
     return logits[torch.arange(len(ids), device=device), last].float().softmax(-1).cpu()
 

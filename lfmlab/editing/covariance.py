@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from lfmlab.hooks import evaluating, run_until
+from lfmlab.lm import right_pad
 from lfmlab.zoo.layers import layers
 
 _MEMO: dict[str, torch.Tensor] = {}
@@ -69,15 +70,9 @@ def key_covariance(model: nn.Module, tokenizer, layer: int, texts: list[str] | N
     with evaluating(model):
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         for i in range(0, len(texts), batch_size):
-            enc = tokenizer(texts[i:i + batch_size])["input_ids"]
-            width = max(len(e) for e in enc)
-            ids = torch.full((len(enc), width), pad, dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for r, e in enumerate(enc):
-                ids[r, :len(e)] = torch.tensor(e)
-                mask[r, :len(e)] = 1
-            keys = run_until(model, name, inputs=True, input_ids=ids.to(device),
-                             attention_mask=mask.to(device))[mask.to(device).bool()].float()  # [tokens, 4d]
+            ids, mask = right_pad(tokenizer(texts[i:i + batch_size])["input_ids"], pad, device)
+            keys = run_until(model, name, inputs=True, input_ids=ids,
+                             attention_mask=mask)[mask.bool()].float()                # [tokens, 4d]
             part = (keys.T @ keys).double()     # float32 within a batch, float64 across batches
             total = part if total is None else total + part
             count += len(keys)

@@ -36,7 +36,7 @@ from lfmlab.editing import rome
 from lfmlab.editing.base import EditResult, applied, as_edit, merge
 from lfmlab.editing.covariance import key_covariance
 from lfmlab.hooks import evaluating, run_until
-from lfmlab.lm import encode_prompt
+from lfmlab.lm import encode_prompt, right_pad
 from lfmlab.zoo.layers import layers
 
 
@@ -56,10 +56,7 @@ def _top_hidden(model, tokenizer, pairs: list[tuple[str, str]], top: int, rows: 
         part = pairs[i:i + rows]
         enc = [encode_prompt(tokenizer, prompt) for prompt, _ in part]
         pos = torch.cat([rome._positions(tokenizer, [prompt], subject, [0]) for prompt, subject in part])
-        ids = torch.zeros(len(enc), max(map(len, enc)), dtype=torch.long, device=device)
-        mask = torch.zeros_like(ids)
-        for j, row in enumerate(enc):
-            ids[j, :len(row)], mask[j, :len(row)] = torch.tensor(row, device=device), 1
+        ids, mask = right_pad(enc, device=device)
         with torch.no_grad():
             hidden = run_until(model, name, input_ids=ids, attention_mask=mask)
         out.append(hidden[torch.arange(len(enc), device=device), pos.to(device)])

@@ -57,7 +57,7 @@ from lfmlab.editing.base import Edit, EditResult, as_edit
 from lfmlab.editing.covariance import key_covariance
 from lfmlab.editing.trace import subject_span
 from lfmlab.hooks import capture, evaluating, rewrite, run_until
-from lfmlab.lm import SplitBatch, encode_prompt, pair_batch
+from lfmlab.lm import SplitBatch, encode_prompt, pair_batch, right_pad
 from lfmlab.zoo.layers import layers, weight_in_out
 
 
@@ -135,10 +135,7 @@ def compute_keys(model, tokenizer, pairs: list[tuple[str, str]], prefixes: list[
     keys = []
     for i in range(0, len(texts), rows):
         enc = [encode_prompt(tokenizer, text) for text in texts[i:i + rows]]
-        ids = torch.zeros(len(enc), max(map(len, enc)), dtype=torch.long, device=device)
-        mask = torch.zeros_like(ids)
-        for j, row in enumerate(enc):                   # right-padded: the real positions are unchanged
-            ids[j, :len(row)], mask[j, :len(row)] = torch.tensor(row, device=device), 1
+        ids, mask = right_pad(enc, device=device)
         with torch.no_grad():
             seen = run_until(model, name, inputs=True, input_ids=ids, attention_mask=mask)
         keys.append(seen[torch.arange(len(enc), device=device), pos[i:i + len(enc)]])

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from lfmlab.hooks import capture
+from lfmlab.lm import right_pad
 
 BACKENDS = ("exact", "faiss-flat", "faiss-ivf")
 FAISS_HINT = ("the faiss back-end needs faiss-cpu, which lfmlab's 'faiss' extra installs: "
@@ -61,16 +62,7 @@ def key_layer(model: nn.Module) -> str:
     return zoo.layers(model).final_norm_name
 
 
-def pad(sequences: Sequence[Sequence[int]], pad_id: int = 0,
-        device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad token id lists: (input_ids [B, T], attention_mask [B, T])."""
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, s in enumerate(sequences):
-        ids[i, :len(s)] = torch.tensor(list(s), dtype=torch.long)
-        mask[i, :len(s)] = 1
-    return (ids.to(device), mask.to(device)) if device is not None else (ids, mask)
+pad = right_pad  # right-pad token id lists: (input_ids [B, T], attention_mask [B, T])
 
 
 @torch.no_grad()
