@@ -2,7 +2,7 @@
 """Set up lfmlab and run it: the two commands of the README.
 
     python3 dev.py lab    # set up (first time), then open JupyterLab on notebooks/
-    python3 dev.py test   # set up (first time), then run the whole test suite
+    python3 dev.py test   # set up (first time), then `ruff check .` and the whole test suite
 
 Set-up is idempotent: the virtual environment lives in ``.venv`` (or ``$LFMLAB_VENV``) and is
 reused while ``pyproject.toml`` is unchanged. Extra arguments go to JupyterLab or pytest.
@@ -136,6 +136,12 @@ def main(argv: list[str]) -> int:
         if hasattr(os, "geteuid") and os.geteuid() == 0 and "--allow-root" not in extra:
             cmd.append("--allow-root")  # containers often run as root; Jupyter refuses without it
     else:
+        os.chdir(ROOT)
+        say("ruff check .  (pyflakes, import order, line length: [tool.ruff] in pyproject.toml)")
+        lint = subprocess.call([py, "-m", "ruff", "check", "."], env=environment())
+        if lint:
+            say("ruff found problems (above); `.venv/bin/ruff check --fix .` fixes the import ones")
+            return lint
         cmd = [py, "-m", "pytest", *extra]
     os.chdir(ROOT)
     return subprocess.call(cmd, env=environment())

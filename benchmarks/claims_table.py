@@ -18,7 +18,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from lfmlab import claims as C  # noqa: E402
 
 NULLS = {"02_model_tuning": "null_methods_tuning", "03_database_augmentation": "null_methods_retrieval",
          "04_model_distillation": "null_methods_distill", "05_model_reuse": "null_methods_reuse",
@@ -49,8 +48,10 @@ def table(notebook: str) -> str:
         for method in claim.about:
             null.update(nulls.get(method, {}))
         text = claim.text + (" (full run only)" if claim.full_only else "")
-        lines.append(f"| {text} | {fmt(seed0, claim.fmt)} | {span} | {claim.op} {fmt(bound, claim.fmt)} | "
-                     f"{'—' if claim.full_only else f'{held}/{len(runs)}'} | {fmt(claim.measure(null)[0], claim.fmt)} |")
+        lines.append(
+            f"| {text} | {fmt(seed0, claim.fmt)} | {span} | {claim.op} {fmt(bound, claim.fmt)} | "
+            f"{'—' if claim.full_only else f'{held}/{len(runs)}'} | {fmt(claim.measure(null)[0], claim.fmt)} |"
+        )
     return "\n".join(lines)
 
 

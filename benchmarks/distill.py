@@ -17,17 +17,20 @@ the repeats), throughput (images / s), steps (optimisation steps behind each ima
 """
 from __future__ import annotations
 
+import lfmlab  # noqa: F401  (OMP_WAIT_POLICY before torch)
+
+# isort: split
 import argparse
 import json
 import statistics
 import time
 
-import lfmlab  # noqa: F401  (OMP_WAIT_POLICY before torch)
 import torch
 
 from lfmlab import runtime, zoo
+from lfmlab.core.inversion import InversionConfig, synthesise
+from lfmlab.core.params import frozen
 from lfmlab.distill import common, fast
-from lfmlab.distill.inversion import InversionConfig, frozen, synthesise
 
 
 def timed(fn, dev: torch.device, repeats: int) -> float:

@@ -15,13 +15,15 @@ leaves the environment's torch alone (torchopt 0.7.3 imports and runs on torch 2
 """
 from __future__ import annotations
 
+import lfmlab  # noqa: F401  (OMP_WAIT_POLICY before torch)
+
+# isort: split
 import argparse
 import json
 import statistics
 import sys
 import time
 
-import lfmlab  # noqa: F401  (OMP_WAIT_POLICY before torch)
 import torch
 
 from lfmlab import runtime

@@ -13,12 +13,14 @@ depends on how clustered they are, so the notebook also reports recall on world-
 """
 from __future__ import annotations
 
+import lfmlab  # noqa: F401  (OMP_WAIT_POLICY before torch)
+
+# isort: split
 import argparse
 import json
 import math
 import time
 
-import lfmlab  # noqa: F401  (OMP_WAIT_POLICY before torch)
 import torch
 
 
@@ -48,7 +50,13 @@ def emit(**row) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lfmlab.retrieval.datastore import FaissIndex, augmented_keys, exact_search, recall, require_faiss
+    from lfmlab.retrieval.datastore import (
+        FaissIndex,
+        augmented_keys,
+        exact_search,
+        recall,
+        require_faiss,
+    )
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
@@ -88,7 +96,6 @@ def main(argv: list[str] | None = None) -> int:
                 exact_cpu = secs
             emit(device=str(dev), method="exact-torch", seconds=round(secs, 4),
                  throughput=round(args.queries / secs, 1), recall=1.0, build_seconds=round(built, 4), **base)
-            del kd, qd, aug
         if faiss is None:
             continue
         start = time.perf_counter()

@@ -10,12 +10,14 @@ The state dicts are a randomly initialised GPT-2 (``lfmlab.zoo.hub.random_model`
 """
 from __future__ import annotations
 
+import lfmlab  # noqa: F401  (OMP_WAIT_POLICY before torch)
+
+# isort: split
 import argparse
 import json
 import sys
 import time
 
-import lfmlab  # noqa: F401  (OMP_WAIT_POLICY before torch)
 import torch
 
 
@@ -65,9 +67,14 @@ def main(argv: list[str] | None = None) -> int:
             pre, fts = _states(n, args.hidden, args.layers, device)
             params = sum(v.numel() for v in pre.values())
             fishers = [{k: torch.rand_like(v) for k, v in ft.items()} for ft in fts]
-            grams = [{k[:-len(".weight")]: torch.eye(v.shape[1], device=device)
-                      for k, v in pre.items() if k.endswith(".weight") and v.dim() == 2 and "wte" not in k and "wpe" not in k}
-                     for _ in fts]
+            grams = [
+                {
+                    k[: -len(".weight")]: torch.eye(v.shape[1], device=device)
+                    for k, v in pre.items()
+                    if k.endswith(".weight") and v.dim() == 2 and "wte" not in k and "wpe" not in k
+                }
+                for _ in fts
+            ]
             ops = {
                 "uniform average": lambda: interpolate.uniform_average(fts),
                 "task arithmetic": lambda: task_arithmetic.task_arithmetic(pre, fts, 0.3),
@@ -79,9 +86,15 @@ def main(argv: list[str] | None = None) -> int:
             }
             if merge_utils is not None:
                 w = torch.full((n,), 0.3, device=device)
-                ops["peft task_arithmetic"] = lambda: {k: pre[k] + merge_utils.task_arithmetic([f[k] - pre[k] for f in fts], w) for k in pre}
-                ops["peft ties"] = lambda: {k: pre[k] + merge_utils.ties([f[k] - pre[k] for f in fts], w, 0.2) for k in pre}
-                ops["peft dare_linear"] = lambda: {k: pre[k] + merge_utils.dare_linear([f[k] - pre[k] for f in fts], w, 0.3) for k in pre}
+                ops["peft task_arithmetic"] = lambda: {
+                    k: pre[k] + merge_utils.task_arithmetic([f[k] - pre[k] for f in fts], w) for k in pre
+                }
+                ops["peft ties"] = lambda: {
+                    k: pre[k] + merge_utils.ties([f[k] - pre[k] for f in fts], w, 0.2) for k in pre
+                }
+                ops["peft dare_linear"] = lambda: {
+                    k: pre[k] + merge_utils.dare_linear([f[k] - pre[k] for f in fts], w, 0.3) for k in pre
+                }
             for name, fn in ops.items():
                 seconds = _time(fn, device)
                 print(json.dumps({"device": str(device), "method": name, "n_models": n, "parameters": params,

@@ -13,18 +13,31 @@ suite. peft is a dev dependency only; its rows are skipped when it is not import
 """
 from __future__ import annotations
 
+import lfmlab  # noqa: F401  (OMP_WAIT_POLICY before torch)
+
+# isort: split
 import argparse
 import copy
 import json
 import statistics
 import time
 
-import lfmlab  # noqa: F401  (OMP_WAIT_POLICY before torch)
 import torch
 
 from lfmlab import runtime, zoo
-from lfmlab.tuning import adapters, bbt, bitfit, lora, methods, prefix, prompt, ptuning, tasks
-from lfmlab.tuning.train import TrainConfig, count, fit, frozen_copy
+from lfmlab.core.params import count, frozen_copy
+from lfmlab.tuning import (
+    adapters,
+    bbt,
+    bitfit,
+    lora,
+    methods,
+    prefix,
+    prompt,
+    ptuning,
+    tasks,
+)
+from lfmlab.tuning.train import TrainConfig, fit
 
 
 def sync(dev: torch.device) -> None:

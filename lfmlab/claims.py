@@ -130,7 +130,7 @@ def check(claims: Iterable[Claim], measured: Measured, smoke: bool = False, seed
     if seed is not None:
         lines.insert(0, f"claims at SEED = {seed}{' (smoke run)' if smoke else ''}:")
     if skipped:
-        lines.append(f"skipped in the smoke run (they need the full run): "
+        lines.append("skipped in the smoke run (they need the full run): "
                      + "; ".join(c.text for c in skipped))
     if absent:
         lines.append("not applicable here: " + "; ".join(f"{c.text} ({c.when} = 0)" for c in absent))

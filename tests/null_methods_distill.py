@@ -14,9 +14,10 @@
 """
 from __future__ import annotations
 
-import json
-
 import lfmlab  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch)
+
+# isort: split
+import json
 
 import torch
 
@@ -30,10 +31,11 @@ LM_TEXTS, LM_EPOCHS, SYNTH_STEPS = 400, 3, 30
 
 def null_measured() -> dict[str, dict[str, float]]:
     from harness import ROOT
+
     from lfmlab import runtime, zoo
+    from lfmlab.core.inversion import InversionConfig
     from lfmlab.data import digits, world
     from lfmlab.distill import adversarial, dafl, deepinversion, fast, kd, lm, zskd
-    from lfmlab.distill.inversion import InversionConfig
     from lfmlab.ui.distillation import DistillPanel
 
     runtime.setup(seed=SEED, device="cpu", smoke=True)
@@ -60,8 +62,9 @@ def null_measured() -> dict[str, dict[str, float]]:
     for kind, name in (("kl", "ZSKT (KL)"), ("l1", "DFAD (L1)")):
         cfg = adversarial.AdversarialConfig(kind=kind, iterations=4, student_steps=10, lr_g=0.0)
         acc(name, adversarial.zskt(teacher, student, cfg, test, gen()))
-    fa_cfg = fast.FastConfig(rounds=FAST_ROUNDS, per_round=10 * PER_CLASS // FAST_ROUNDS, inner_steps=1, lr=0.0, reptile=0.0,
-                             kd=kd_cfg)
+    fa_cfg = fast.FastConfig(
+        rounds=FAST_ROUNDS, per_round=10 * PER_CLASS // FAST_ROUNDS, inner_steps=1, lr=0.0, reptile=0.0, kd=kd_cfg
+    )
     acc("Fast (meta-learned generator)", fast.fast_dfkd(teacher, student, fa_cfg, test, gen()))
     # Fast's meta-init -> ε = 0 on both sides: the notebook's comparison with nothing to compare
     eps0 = fast.FastConfig(rounds=FAST_ROUNDS, per_round=10 * PER_CLASS // FAST_ROUNDS, inner_steps=10,

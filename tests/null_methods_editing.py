@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import lfmlab  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch)
 
+# isort: split
 import torch
 
 from lfmlab import zoo
 from lfmlab.data import world
 from lfmlab.editing import bench, covariance, mend, metrics, rome
 from lfmlab.editing.base import EditResult
-from lfmlab.editing.claims import CLAIMS
 
 NOTEBOOK = "07_model_editing"
 SEED = 0

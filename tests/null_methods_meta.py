@@ -13,10 +13,11 @@
 """
 from __future__ import annotations
 
+import lfmlab  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch)
+
+# isort: split
 import json
 import time
-
-import lfmlab  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch)
 
 import torch
 
@@ -111,6 +112,7 @@ def _panel_null() -> dict[str, dict[str, float]]:
 
 def null_measured() -> dict[str, dict[str, float]]:
     from harness import ROOT
+
     from lfmlab import runtime
 
     runtime.setup(seed=SEED, device="cpu", smoke=True)

@@ -19,9 +19,10 @@
 """
 from __future__ import annotations
 
-import json
-
 import lfmlab  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch)
+
+# isort: split
+import json
 
 import numpy as np
 import torch
@@ -37,8 +38,15 @@ LAYERS = ["features.0", "features.2", "head"]
 
 def _digits_nulls(data) -> dict[str, dict[str, float]]:
     from lfmlab import zoo
-    from lfmlab.reuse import batchensemble, connectivity, ensemble, interpolate, lawa, soups
-    from lfmlab.reuse.state import state_of, with_state
+    from lfmlab.core.state import state_of, with_state
+    from lfmlab.reuse import (
+        batchensemble,
+        connectivity,
+        ensemble,
+        interpolate,
+        lawa,
+        soups,
+    )
     from lfmlab.zoo.digits import accuracy, build, parameter_count
 
     mlps = {name: zoo.load(name).model for name in MLPS}
@@ -78,8 +86,8 @@ def _digits_nulls(data) -> dict[str, dict[str, float]]:
 
 def _pool_nulls(recorded: dict[str, float]) -> dict[str, dict[str, float]]:
     from lfmlab import zoo
+    from lfmlab.core.state import same_state
     from lfmlab.reuse import adamerging, interpolate, task_arithmetic, taskpool, ties
-    from lfmlab.reuse.state import same_state
     from lfmlab.ui.merging import MergeBenchPanel
 
     pool = taskpool.finetune_tasks(zoo.load("digits-backbone").model, TASKS, epochs=6, seed=SEED, progress=False)
@@ -132,6 +140,7 @@ def _pool_nulls(recorded: dict[str, float]) -> dict[str, dict[str, float]]:
 
 def null_measured() -> dict[str, dict[str, float]]:
     from harness import ROOT
+
     from lfmlab import runtime
     from lfmlab.data import digits
 

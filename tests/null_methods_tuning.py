@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import lfmlab  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch)
 
+# isort: split
 import torch
-
-from lfmlab.tuning.claims import CLAIMS
 
 NOTEBOOK = "02_model_tuning"
 SEED = 0

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import lfmlab  # noqa: F401
-from lfmlab import lm, validate
+from lfmlab import validate
+from lfmlab.core import lm
 from lfmlab.retrieval import datastore, knnlm
 from lfmlab.reuse import dare, interpolate, ties
 from lfmlab.reuse import task_arithmetic as TA
@@ -192,7 +193,7 @@ def states():
     (lambda pre, fts: ties.ties_merging(pre, fts, 1.5, 1.0), "density = 1.5"),
     (lambda pre, fts: dare.dare(pre, fts, NAN, 0.3), "density = nan"),
     (lambda pre, fts: dare.dare(pre, fts, 0.3, INF), "λ = inf"),
-    (lambda pre, fts: interpolate.lerp(fts[0], fts[1], NAN), "λ = nan"),
+    (lambda pre, fts: interpolate.lerp(fts[0], fts[1], NAN), "t = nan"),
     (lambda pre, fts: interpolate.weighted_average(fts, [1, NAN, 1]), "weights[1]"),
     (lambda pre, fts: interpolate.path_states(
         fts[0], fts[1], torch.tensor([0.0, NAN])), "not finite"),
@@ -285,7 +286,7 @@ def test_unknown_subjects_name_the_closest(W, subject, words):
 
 
 def test_editor_panel_reset_undoes_every_method_and_a_new_panel_starts_clean(wlm, W):
-    from lfmlab import lm
+    from lfmlab.core import lm
     from lfmlab.editing import ft, grace
     from lfmlab.ui.editing import EditorPanel
 

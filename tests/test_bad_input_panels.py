@@ -188,7 +188,8 @@ def _eulerian_circuit(n: int) -> list[int]:
 
 
 def test_every_editor_in_every_order_leaves_the_model_unedited(wlm, W):
-    from lfmlab import lm, zoo
+    from lfmlab import zoo
+    from lfmlab.core import lm
     from lfmlab.editing import covariance, ft, grace, kn, memit, mend, rome, serac
     from lfmlab.ui.editing import EditorPanel
 

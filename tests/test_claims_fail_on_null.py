@@ -13,17 +13,16 @@ The recorded run must also pass every claim it can judge: the same claims, the s
 """
 import json
 
-import pytest
-
-from harness import ROOT
-from lfmlab import claims as C
-
 import null_methods_distill
 import null_methods_editing
 import null_methods_meta
 import null_methods_retrieval
 import null_methods_reuse
 import null_methods_tuning
+import pytest
+from harness import ROOT
+
+from lfmlab import claims as C
 
 AREAS = {m.NOTEBOOK: m for m in (null_methods_tuning, null_methods_retrieval, null_methods_distill,
                                  null_methods_reuse, null_methods_meta, null_methods_editing)}

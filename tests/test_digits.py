@@ -1,6 +1,7 @@
 """lfmlab.data.digits (splits, task builders, episodes) and the digits models of the zoo."""
 import lfmlab  # noqa: F401  (before torch: OMP_WAIT_POLICY)
 
+# isort: split
 import os
 import shutil
 

@@ -1,6 +1,7 @@
 """lfmlab.distill.lm: sequence-level KD from a black-box LM (tiny teacher and student)."""
 import lfmlab  # noqa: F401
 
+# isort: split
 import torch
 
 from lfmlab.distill import lm
@@ -37,9 +38,19 @@ def test_distill_lm_learns_the_teachers_text_from_outputs_only():
         rng = torch.Generator().manual_seed(seed)
         return [DOCS[int(i)] for i in torch.randint(3, (len(prompts),), generator=rng)]
 
-    cfg = lm.LMDistillConfig(n_texts=40, prompts=("",), topic_tokens=0, epochs=30, dedupe=False, batch=20, vocab_size=300,
-                             row_tokens=16, batch_size=4, lr=5e-3,
-                             arch=dict(n_layer=1, n_embd=32, n_head=2, n_positions=64))
+    cfg = lm.LMDistillConfig(
+        n_texts=40,
+        prompts=("",),
+        topic_tokens=0,
+        epochs=30,
+        dedupe=False,
+        batch=20,
+        vocab_size=300,
+        row_tokens=16,
+        batch_size=4,
+        lr=5e-3,
+        arch=dict(n_layer=1, n_embd=32, n_head=2, n_positions=64),
+    )
     r = lm.distill_lm(api, cfg, torch.device("cpu"), show=False)
     assert calls == [20, 20] and r.n_asked == 40 and set(r.texts) <= set(DOCS)
     assert r.losses[-1] < 0.5 * r.losses[0]

@@ -1,6 +1,7 @@
 """lfmlab.distill: KD and the data-free methods of survey §3 on tiny budgets (behaviour, not quality)."""
 import lfmlab  # noqa: F401
 
+# isort: split
 import math
 
 import pytest
@@ -8,9 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from lfmlab import zoo
+from lfmlab.core.inversion import InversionConfig, synthesise
 from lfmlab.data import digits
 from lfmlab.distill import adversarial, common, dafl, deepinversion, fast, kd, zskd
-from lfmlab.distill.inversion import InversionConfig, synthesise
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +106,9 @@ def test_synthesis_loss_terms():
     x = torch.rand(16, 1, 8, 8)
     total, terms, logits = common.synthesis_loss(teacher, x, common.Weights(ce=1, entropy=2, tv=0.5))
     assert set(terms) == {"ce", "entropy", "tv"} and logits.shape == (16, 10)
-    assert float(total.detach()) == pytest.approx(float(terms["ce"] + 2 * terms["entropy"] + 0.5 * terms["tv"]), rel=1e-5)
+    assert float(total.detach()) == pytest.approx(
+        float(terms["ce"] + 2 * terms["entropy"] + 0.5 * terms["tv"]), rel=1e-5
+    )
     assert float(terms["entropy"]) >= -math.log(10) - 1e-5          # -H(p̄) >= -log C
 
 
@@ -181,8 +184,8 @@ def test_fast_meta_initialisation_learns(setup):
 
 
 def test_adaptive_deepinversion_competes_and_leaves_its_models_alone():
+    from lfmlab.core.inversion import InversionConfig
     from lfmlab.distill import adaptive_di as A
-    from lfmlab.distill.inversion import InversionConfig
     from lfmlab.distill.kd import KDConfig
 
     t, s = torch.randn(5, 10), torch.randn(5, 10)

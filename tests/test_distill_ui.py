@@ -1,6 +1,7 @@
 """The distillation panel, headless: demo runs every callback; bad input changes nothing."""
 import lfmlab  # noqa: F401
 
+# isort: split
 import math
 
 import numpy as np

@@ -3,11 +3,23 @@ change nothing, and no editor leaves the model changed."""
 import pytest
 import torch
 
-from lfmlab import lm, zoo
+from lfmlab import zoo
+from lfmlab.core import lm
+from lfmlab.core.hooks import capture
 from lfmlab.data.world import EditRequest
-from lfmlab.editing import bench, covariance, ft, grace, kn, memit, mend, metrics, rome, serac
+from lfmlab.editing import (
+    bench,
+    covariance,
+    ft,
+    grace,
+    kn,
+    memit,
+    mend,
+    metrics,
+    rome,
+    serac,
+)
 from lfmlab.editing.base import BadRequest, applied, copy_with, validate
-from lfmlab.hooks import capture
 
 
 @pytest.fixture(scope="module")

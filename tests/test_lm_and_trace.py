@@ -1,11 +1,11 @@
-"""lfmlab.lm, lfmlab.hooks and causal tracing on randomly initialised models of the three
+"""lfmlab.core.lm, lfmlab.core.hooks and causal tracing on randomly initialised models of the three
 hub layouts (GPT-2, GPT-NeoX, Llama) with a tiny byte-level BPE."""
 import pytest
 import torch
 
-from lfmlab import lm
+from lfmlab.core import lm
+from lfmlab.core.hooks import capture, rewrite
 from lfmlab.editing import trace as tr
-from lfmlab.hooks import capture, rewrite
 from lfmlab.zoo import hub, layers, weight_in_out
 from lfmlab.zoo.world_lm import build_tokenizer
 

@@ -1,12 +1,13 @@
 """BiDf-MKD: zero-order recovery through an API, bi-level distillation, boundary queries, replay."""
 import lfmlab  # noqa: F401
 
+# isort: split
 import pytest
 import torch
 import torch.nn.functional as F
 
+from lfmlab.core.inversion import InversionConfig
 from lfmlab.data import digits as data
-from lfmlab.distill.inversion import InversionConfig
 from lfmlab.meta import bidf_mkd, dfml, maml, nets, pools
 
 

@@ -1,11 +1,12 @@
 """Data-free meta-learning: the zoo, the weight-space baseline, zoo inversion and meta-training on it."""
 import lfmlab  # noqa: F401
 
+# isort: split
 import pytest
 import torch
 
+from lfmlab.core.inversion import InversionConfig
 from lfmlab.data import digits as data
-from lfmlab.distill.inversion import InversionConfig
 from lfmlab.meta import dfml, maml, nets, pools
 
 

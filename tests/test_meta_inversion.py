@@ -1,12 +1,13 @@
-"""lfmlab.distill.inversion: DeepInversion-style synthesis, white box (with BatchNorm statistics) and black box."""
+"""lfmlab.core.inversion: DeepInversion-style synthesis, white box (with BatchNorm statistics) and black box."""
 import lfmlab  # noqa: F401
 
+# isort: split
 import torch
 from torch import nn
 
 from lfmlab import zoo
-from lfmlab.distill import inversion
-from lfmlab.distill.inversion import InversionConfig, synthesise
+from lfmlab.core import inversion
+from lfmlab.core.inversion import InversionConfig, synthesise
 
 
 def test_total_variation():
@@ -45,7 +46,9 @@ def test_zeroth_order_gradient_points_like_the_true_one():
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 5))
     x = torch.rand(6, 1, 8, 8)
     y = torch.arange(6) % 5
-    est, _ = inversion._zeroth_order_grad(model, x, y, queries=2000, mu=1e-3, generator=torch.Generator().manual_seed(1))
+    est, _ = inversion._zeroth_order_grad(
+        model, x, y, queries=2000, mu=1e-3, generator=torch.Generator().manual_seed(1)
+    )
     xr = x.clone().requires_grad_(True)
     true, = torch.autograd.grad(nn.functional.cross_entropy(model(xr), y, reduction="sum"), xr)
     cos = nn.functional.cosine_similarity(est.flatten(1), true.flatten(1)).min()

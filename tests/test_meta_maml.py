@@ -2,6 +2,7 @@
 finite differences, and the pieces (inner step, head-only adaptation, adaptation curves)."""
 import lfmlab  # noqa: F401  (before torch: OMP_WAIT_POLICY)
 
+# isort: split
 import pytest
 import torch
 from torch.func import functional_call

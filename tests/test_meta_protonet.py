@@ -1,6 +1,7 @@
 """ProtoNets, the nearest-centroid baseline, and the class-pool episode sampler."""
 import lfmlab  # noqa: F401
 
+# isort: split
 import torch
 from torch import nn
 

@@ -1,11 +1,12 @@
 """PURER (episode curriculum inversion): the dynamic dataset, the switch and the adversarial step."""
 import lfmlab  # noqa: F401
 
+# isort: split
 import pytest
 import torch
 
+from lfmlab.core.inversion import InversionConfig
 from lfmlab.data import digits as data
-from lfmlab.distill.inversion import InversionConfig
 from lfmlab.meta import dfml, maml, nets, pools, purer
 
 

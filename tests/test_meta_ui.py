@@ -1,7 +1,7 @@
 """The meta-learning panels, headless: demo runs every callback; bad input changes nothing."""
 import lfmlab  # noqa: F401
 
-import torch
+# isort: split
 
 from lfmlab.data import digits as data
 from lfmlab.meta import nets, sinusoid

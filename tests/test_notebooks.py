@@ -5,9 +5,8 @@ import subprocess
 
 import nbformat
 import pytest
+from harness import ROOT, dirty, discover, execute
 from papermill.exceptions import PapermillExecutionError
-
-from harness import ROOT, discover, dirty, execute
 
 NOTEBOOKS = discover()
 

@@ -96,7 +96,7 @@ def test_faiss_flat_and_full_probe_ivf_equal_exact(store):
     want = exact_search(q, keys, 10).index
     full = FaissIndex("ivf", nlist=16, nprobe=16).build(keys).search(q, 10)                         # all cells: exact
     assert torch.equal(full.index, want)
-    few = FaissIndex("ivf", nlist=16, nprobe=1).build(keys).search(q, 10)                          # one cell: approximate
+    few = FaissIndex("ivf", nlist=16, nprobe=1).build(keys).search(q, 10)  # one cell: approximate
     recall = (few.index[:, :, None] == want[:, None, :]).any(-1).float().mean()
     assert 0.3 < recall < 1.0
 

@@ -4,7 +4,7 @@ answered (and forgotten again when removed) while the LM never changes."""
 import pytest
 import torch
 
-from lfmlab import lm
+from lfmlab.core import lm
 from lfmlab.retrieval import datastore, knnlm
 from lfmlab.retrieval.datastore import Neighbours
 
@@ -25,7 +25,9 @@ def test_knn_distribution_is_a_distance_softmax_over_values():
     values = torch.tensor([7, 3, 7])                          # two neighbours vote for token 7
     p = knnlm.knn_distribution(nb, values, vocab_size=10, temperature=1.0)[0]
     w = torch.softmax(torch.tensor([0.0, -1.0, -1.0]), 0)
-    assert torch.allclose(p[7], w[0] + w[2]) and torch.allclose(p[3], w[1]) and torch.isclose(p.sum(), torch.tensor(1.0))
+    assert (
+        torch.allclose(p[7], w[0] + w[2]) and torch.allclose(p[3], w[1]) and torch.isclose(p.sum(), torch.tensor(1.0))
+    )
     hot = knnlm.knn_distribution(nb, values, 10, temperature=1e-3)[0]
     assert hot[7] > 0.999                                     # T -> 0: the nearest neighbour's token
     mixed = knnlm.interpolate(torch.full((1, 10), 0.1), p[None], 0.25)

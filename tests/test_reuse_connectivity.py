@@ -1,9 +1,11 @@
 """Mode connectivity, Git Re-Basin and ZipIt on small MLPs (lfmlab.reuse)."""
 import lfmlab  # noqa: F401
+
+# isort: split
 import torch
 
+from lfmlab.core.state import same_state, state_of, with_state
 from lfmlab.reuse import connectivity, rebasin, zipit
-from lfmlab.reuse.state import same_state, state_of, with_state
 from lfmlab.zoo.digits import DigitsMLP
 
 LAYERS = ["features.0", "features.2", "head"]
@@ -41,7 +43,9 @@ def test_activation_matching_undoes_a_known_permutation():
     a = state_of(model)
     b, _ = permuted(a, seed=4)
     x = torch.randn(200, 6)
-    found = rebasin.activation_matching(model, rebasin.mlp_spec(LAYERS), a, b, x, {"P_0": "features.1", "P_1": "features.3"})
+    found = rebasin.activation_matching(
+        model, rebasin.mlp_spec(LAYERS), a, b, x, {"P_0": "features.1", "P_1": "features.3"}
+    )
     # units that never fire on x may be matched arbitrarily; the function must be A's either way
     assert torch.allclose(with_state(model, found.state)(x), model(x), atol=1e-5)
 

@@ -5,6 +5,8 @@ FusionBench (``fusion_bench``) is *not* a dependency: its wheel pulls in lightni
 datasets, tensorboard and h5py. Its tests below are skipped unless it is installed.
 """
 import lfmlab  # noqa: F401
+
+# isort: split
 import pytest
 import torch
 

@@ -1,11 +1,20 @@
 """Logit ensembles, deep ensembles trained with vmap, BatchEnsemble, LAWA and the task pool (lfmlab.reuse)."""
 import lfmlab  # noqa: F401
+
+# isort: split
 import pytest
 import torch
 
+from lfmlab.core.state import state_of
 from lfmlab.data import digits as D
-from lfmlab.reuse import batchensemble, ensemble, lawa, merging, taskpool, task_arithmetic
-from lfmlab.reuse.state import state_of
+from lfmlab.reuse import (
+    batchensemble,
+    ensemble,
+    lawa,
+    merging,
+    task_arithmetic,
+    taskpool,
+)
 from lfmlab.zoo import digits as Z
 
 

@@ -1,12 +1,33 @@
 """Merging operators on state dicts: identities, invariants and closed forms (lfmlab.reuse)."""
 import lfmlab  # noqa: F401
+
+# isort: split
 import pytest
 import torch
 from torch import nn
 
-from lfmlab.reuse import (adamerging, dare, fisher, interpolate, lawa, regmean, soups, task_arithmetic, ties)
-from lfmlab.reuse.state import (combine, flatten, merge_keys, same_state, state_of, swapped, task_vector,
-                                unflatten, with_state)
+from lfmlab.core.state import (
+    combine,
+    flatten,
+    merge_keys,
+    same_state,
+    state_of,
+    swapped,
+    task_vector,
+    unflatten,
+    with_state,
+)
+from lfmlab.reuse import (
+    adamerging,
+    dare,
+    fisher,
+    interpolate,
+    lawa,
+    regmean,
+    soups,
+    task_arithmetic,
+    ties,
+)
 from lfmlab.zoo.digits import DigitsMLP
 
 

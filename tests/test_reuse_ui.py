@@ -1,5 +1,7 @@
 """The interpolation panel and the merging bench, headless (lfmlab.ui.merging)."""
 import lfmlab  # noqa: F401
+
+# isort: split
 import pytest
 import torch
 

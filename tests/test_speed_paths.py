@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lfmlab import hooks, lm
+from lfmlab.core import hooks, lm
 from lfmlab.zoo import hub
 
 
@@ -50,7 +50,7 @@ def test_run_until_reads_what_capture_reads_and_stops_there():
 
 def test_rome_first_loss_is_the_full_forward_nll(wlm):
     """At δ = 0 the split path's loss is the mean target NLL over the contexts that a plain,
-    full forward pass (:func:`lfmlab.lm.score`) gives: KL and weight decay are 0 there."""
+    full forward pass (:func:`lfmlab.core.lm.score`) gives: KL and weight decay are 0 there."""
     from lfmlab.data import world
     from lfmlab.editing import rome
 

@@ -4,8 +4,21 @@ import pytest
 import torch
 
 import lfmlab  # noqa: F401
-from lfmlab.tuning import adapters, bbt, bitfit, finetune, lora, methods, prefix, prompt, ptuning, tasks, wiseft
-from lfmlab.tuning.train import TrainConfig, count
+from lfmlab.core.params import count
+from lfmlab.tuning import (
+    adapters,
+    bbt,
+    bitfit,
+    finetune,
+    lora,
+    methods,
+    prefix,
+    prompt,
+    ptuning,
+    tasks,
+    wiseft,
+)
+from lfmlab.tuning.train import TrainConfig
 from lfmlab.zoo import hub
 
 ARCHS = ["gpt2", "gpt_neox", "llama"]
@@ -228,7 +241,8 @@ def test_wiseft_interpolates_weights(tiny):
         wiseft.wise_ft(zero, tuned, 1.5)
 
 
-# ---- BBT ---------------------------------------------------------------------------------------------------------------
+# ---- BBT -----------------------------------------------------------------------------------------
+
 
 def test_population_is_scored_in_one_batched_call(tiny):
     model = prompt.add_prompt(hub.random_model("gpt2", seed=10), n_tokens=3).eval()

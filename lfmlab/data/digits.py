@@ -257,7 +257,8 @@ def flipped(split: Split, axis: str = "lr") -> Split:
 
 
 def inverted(split: Split) -> Split:
-    """The images with ink and paper swapped (1 - x), labels unchanged (an input shift that breaks BatchNorm statistics)."""
+    """The images with ink and paper swapped (1 - x), labels unchanged (an input shift that
+    breaks BatchNorm statistics)."""
     return replace(split, x=1.0 - split.x)
 
 

@@ -36,8 +36,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lfmlab.distill.common import Callback, DistillResult, device_of
-from lfmlab.distill.inversion import InversionConfig, frozen, synthesise
+from lfmlab.core.inversion import InversionConfig, synthesise
+from lfmlab.core.params import device_of, frozen
+from lfmlab.distill.common import Callback, DistillResult
 from lfmlab.distill.kd import KDConfig, distill
 from lfmlab.progress import progress
 

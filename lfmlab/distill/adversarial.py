@@ -33,7 +33,14 @@ from typing import Literal
 import torch
 from torch import nn
 
-from lfmlab.distill.common import Callback, DistillResult, Generator, WeightedConfig, Weights, generator_kd
+from lfmlab.distill.common import (
+    Callback,
+    DistillResult,
+    Generator,
+    WeightedConfig,
+    Weights,
+    generator_kd,
+)
 
 __all__ = ["AdversarialConfig", "zskt", "dfad", "WEIGHTS"]
 

@@ -19,7 +19,6 @@ Noise optimisation (DeepInversion, ZSKD) descends this loss on the pixels; gener
 from __future__ import annotations
 
 import copy
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Literal
@@ -28,11 +27,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lfmlab.distill.inversion import bn_statistics, frozen, total_variation
+from lfmlab.core.inversion import bn_statistics, total_variation
+from lfmlab.core.params import device_of, frozen, trainable_copy
+from lfmlab.core.schedules import cosine
 from lfmlab.progress import progress
 
 __all__ = ["Weights", "DistillResult", "Generator", "Evaluator", "synthesis_loss", "discrepancy",
-           "teacher_features", "device_of", "fresh_copy", "TERMS", "Callback"]
+           "teacher_features", "kd_loss", "TERMS", "Callback"]
 
 TERMS = ("ce", "bn", "tv", "l2", "activation", "entropy", "adversarial")
 
@@ -115,24 +116,19 @@ class DistillResult:
                 f"synthesis {self.synth_seconds:.1f}s + training {self.train_seconds:.1f}s)")
 
 
-def device_of(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
-def fresh_copy(model: nn.Module, device: torch.device) -> nn.Module:
-    """A trainable deep copy on ``device`` (methods never train the model they were given)."""
-    twin = copy.deepcopy(model).to(device).train()
-    for p in twin.parameters():
-        p.requires_grad_(True)
-    return twin
-
-
 def teacher_features(teacher: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(logits [N, C], penultimate features [N, D] or None) of a model with ``.features``/``.head``."""
     if hasattr(teacher, "features") and hasattr(teacher, "head"):
         f = teacher.features(x)
         return teacher.head(f), f
     return teacher(x), None
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 4.0) -> torch.Tensor:
+    """τ² KL(softmax(t/τ) || softmax(s/τ)), mean over the batch; logits [B, C]."""
+    t = float(temperature)
+    return F.kl_div(F.log_softmax(student_logits / t, -1), F.log_softmax(teacher_logits / t, -1),
+                    log_target=True, reduction="batchmean") * t * t
 
 
 def discrepancy(teacher_logits: torch.Tensor, student_logits: torch.Tensor,
@@ -158,7 +154,7 @@ def synthesis_loss(teacher: nn.Module, x: torch.Tensor, weights: Weights, target
     ``targets`` [N] class labels, or [N, C] soft targets (ZSKD); None: the teacher's own argmax
     (DAFL's one-hot loss). ``student`` is needed for the adversarial term. The teacher must be
     in eval mode (``frozen``): its BN layers then normalise with the stored statistics, and the
-    forward hooks of :func:`~lfmlab.distill.inversion.bn_statistics` compare them with x̂'s.
+    forward hooks of :func:`~lfmlab.core.inversion.bn_statistics` compare them with x̂'s.
     Returns (total loss, {term: detached value}, teacher logits [N, C] detached).
     """
     terms: dict[str, torch.Tensor] = {}
@@ -272,14 +268,13 @@ def generator_kd(teacher: nn.Module, student: nn.Module, net: Generator, weights
 
     The student's curve counts student steps. Teacher, student and ``net`` are unchanged on return.
     """
-    from lfmlab.distill.kd import kd_loss   # here: kd imports this module
 
     dev = device_of(teacher)
-    g_net, s = fresh_copy(net, dev), fresh_copy(student, dev)
+    g_net, s = trainable_copy(net, dev), trainable_copy(student, dev)
     opt_g = torch.optim.Adam(g_net.parameters(), lr=lr_g, betas=(0.5, 0.999))
     opt_s = torch.optim.AdamW(s.parameters(), lr=lr_s, weight_decay=1e-4)
     total_s = max(iterations * s_steps, 1)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt_s, lambda i: 0.5 * (1 + math.cos(math.pi * i / total_s)))
+    sched = cosine(opt_s, total_s)
     ev = Evaluator(test, eval_every, callback)
     history: dict[str, list[torch.Tensor]] = {k: [] for k in weights.active()}
     history["student"] = []

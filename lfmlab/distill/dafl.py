@@ -30,7 +30,14 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from lfmlab.distill.common import Callback, DistillResult, Generator, WeightedConfig, Weights, generator_kd
+from lfmlab.distill.common import (
+    Callback,
+    DistillResult,
+    Generator,
+    WeightedConfig,
+    Weights,
+    generator_kd,
+)
 
 __all__ = ["DAFLConfig", "dafl", "WEIGHTS"]
 

@@ -13,7 +13,7 @@ and variance that the teacher's BN layers stored while it saw the real data: a f
 of the training distribution that makes the images look like digits, not like adversarial
 patterns that merely excite the right logit. Step 2 (eq. 2): Hinton KD on the images.
 
-The pixels are optimised by :func:`lfmlab.distill.inversion.synthesise` (shared with data-free
+The pixels are optimised by :func:`lfmlab.core.inversion.synthesise` (shared with data-free
 meta-learning); this module adds the class-balanced pool and the distillation.
 
 Differences from the reference code (NVlabs/DeepInversion), by choice: the BN term follows the
@@ -34,8 +34,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from lfmlab.distill.common import Callback, DistillResult, Weights, device_of
-from lfmlab.distill.inversion import Inversion, InversionConfig, synthesise
+from lfmlab.core.inversion import Inversion, InversionConfig, synthesise
+from lfmlab.core.params import device_of
+from lfmlab.distill.common import Callback, DistillResult, Weights
 from lfmlab.distill.kd import KDConfig, distill
 
 __all__ = ["DIConfig", "deepinversion", "deepdream", "class_balanced_pool", "WEIGHTS"]

@@ -37,9 +37,15 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from lfmlab.distill.common import (Callback, DistillResult, Generator, WeightedConfig, Weights, device_of, fresh_copy,
-                                   synthesis_loss)
-from lfmlab.distill.inversion import frozen
+from lfmlab.core.params import device_of, frozen, trainable_copy
+from lfmlab.distill.common import (
+    Callback,
+    DistillResult,
+    Generator,
+    WeightedConfig,
+    Weights,
+    synthesis_loss,
+)
 from lfmlab.distill.kd import KDConfig, distill
 from lfmlab.progress import progress
 
@@ -92,7 +98,7 @@ def meta_synthesise(teacher: nn.Module, config: FastConfig | None = None, genera
     start = time.perf_counter()
     with frozen(teacher):
         for r in progress(range(cfg.rounds), desc="Fast-DFKD synthesis", disable=not show):
-            g = fresh_copy(meta, dev)                                           # θ' ← θ
+            g = trainable_copy(meta, dev)                                           # θ' ← θ
             z = torch.randn(cfg.per_round, cfg.z_dim, generator=generator).to(dev).requires_grad_(True)
             opt = torch.optim.Adam([{"params": g.parameters()}, {"params": [z], "lr": 10 * cfg.lr}],
                                    lr=cfg.lr, betas=(0.5, 0.999))

@@ -21,7 +21,6 @@ from a sampler called every step (a generator: DAFL, ZSKT). The baselines:
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -30,11 +29,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lfmlab.distill.common import Callback, DistillResult, Evaluator, device_of, fresh_copy
-from lfmlab.distill.inversion import frozen
+from lfmlab.core.params import device_of, frozen, trainable_copy
+from lfmlab.core.schedules import cosine
+from lfmlab.distill.common import Callback, DistillResult, Evaluator, kd_loss
 from lfmlab.progress import progress
 
-__all__ = ["KDConfig", "kd_loss", "distill", "supervised", "kd_real", "kd_noise", "gaussian_noise", "shift"]
+__all__ = ["KDConfig", "distill", "supervised", "kd_real", "kd_noise", "gaussian_noise", "shift"]
 
 Sampler = Callable[[int, torch.Generator | None], torch.Tensor]   # (batch size, rng) -> images [B, 1, 8, 8]
 
@@ -51,13 +51,6 @@ class KDConfig:
     alpha: float = 1.0            # weight of L_KD; 1 - alpha goes to CE on labels (when there are labels)
     jitter: int = 0               # shift inputs by up to this many pixels (0: none); see distill()
     eval_every: int = 50
-
-
-def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 4.0) -> torch.Tensor:
-    """τ² KL(softmax(t/τ) || softmax(s/τ)), mean over the batch; logits [B, C]."""
-    t = float(temperature)
-    return F.kl_div(F.log_softmax(student_logits / t, -1), F.log_softmax(teacher_logits / t, -1),
-                    log_target=True, reduction="batchmean") * t * t
 
 
 def shift(x: torch.Tensor, jitter: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -99,14 +92,15 @@ def distill(teacher: nn.Module | None, student: nn.Module, source: torch.Tensor 
     ``labels`` [M] (pool only) enable the CE term (weight 1 - alpha); with ``teacher=None``
     the student learns from the labels alone. ``config.jitter`` = j > 0 adds every shift of
     up to j pixels of the pool to it (9x the pool for j = 1; a sampler's batches are shifted
-    as a whole), each with the teacher's logits *for the shifted image*, computed once. ``test`` = (x [N, 1, 8, 8], y [N]) on the
-    device: the accuracy curve. The teacher and the given student are unchanged on return.
+    as a whole), each with the teacher's logits *for the shifted image*, computed once.
+    ``test`` = (x [N, 1, 8, 8], y [N]) on the device: the accuracy curve. The teacher and the
+    given student are unchanged on return.
     """
     cfg = config or KDConfig()
     dev = device_of(student) if teacher is None else device_of(teacher)
-    s = fresh_copy(student, dev)
+    s = trainable_copy(student, dev)
     opt = torch.optim.AdamW(s.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.5 * (1 + math.cos(math.pi * i / max(cfg.steps, 1))))
+    sched = cosine(opt, max(cfg.steps, 1))
     pool = source if isinstance(source, torch.Tensor) else None
     if pool is not None:
         pool = pool.to(dev)

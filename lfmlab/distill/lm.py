@@ -34,7 +34,9 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from lfmlab.hooks import evaluating
+from lfmlab.core.lmtrain import pack, train_epoch
+from lfmlab.core.params import device_of, evaluating
+from lfmlab.core.schedules import cosine
 from lfmlab.progress import progress
 
 __all__ = ["LMDistillConfig", "LMDistillResult", "black_box", "ask_teacher", "build_student", "train_student",
@@ -99,7 +101,7 @@ def black_box(model: nn.Module, tokenizer) -> BlackBox:
     """
     @torch.no_grad()
     def api(prompts: list[str], temperature: float, max_new_tokens: int, seed: int) -> list[str]:
-        dev = next(model.parameters()).device
+        dev = device_of(model)
         out: list[str] = [""] * len(prompts)
         encoded = tokenizer(list(prompts))["input_ids"]
         by_length: dict[int, list[int]] = {}
@@ -162,10 +164,8 @@ def train_student(model: nn.Module, tokenizer, texts: Sequence[str], config: LMD
     """Step 3: next-token cross-entropy on the texts, packed into rows of ``row_tokens`` tokens
     (BOS-separated), reshuffled every epoch; AdamW, warm-up then cosine. Returns the mean
     loss per epoch. Trains ``model`` in place (it is the new student) and leaves it in eval mode."""
-    from lfmlab.zoo.world_lm import pack, train_epoch, warmup_cosine
-
     cfg = config
-    dev = device or next(model.parameters()).device
+    dev = device or device_of(model)
     model.to(dev).train()
     g = torch.Generator().manual_seed(cfg.seed)
     order = list(range(len(texts)))
@@ -173,7 +173,7 @@ def train_student(model: nn.Module, tokenizer, texts: Sequence[str], config: LMD
     steps = max(cfg.epochs * math.ceil(rows_per_epoch / cfg.batch_size), 1)
     warm = max(1, steps // 20)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
-    sched = warmup_cosine(opt, steps, warm)
+    sched = cosine(opt, steps, warm)
     losses = []
     for epoch in progress(range(cfg.epochs), desc="training the student", disable=not show):
         perm = torch.randperm(len(order), generator=g).tolist()                # a new packing each epoch

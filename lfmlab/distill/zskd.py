@@ -9,7 +9,7 @@ finds alike, and ZSKD models the teacher's softmax outputs on class-c data with 
    targets, a small β nearly one-hot ones (the paper mixes β = 1 and β = 0.1);
 3. a *data impression* is an image x̂ whose tempered output matches y: minimise
    CE(y, softmax(T(x̂)/τ)) with τ = 20 on the pixels (the shared optimiser of
-   :mod:`lfmlab.distill.inversion`, with soft targets and ``bn = tv = l2 = 0``);
+   :mod:`lfmlab.core.inversion`, with soft targets and ``bn = tv = l2 = 0``);
 4. Hinton KD on the impressions (step 2 of survey eq. 2).
 
 >>> S = class_similarity(teacher)                   # [10, 10], 1 on the diagonal
@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lfmlab.core.inversion import InversionConfig
 from lfmlab.distill.common import Callback, DistillResult, Weights
 from lfmlab.distill.deepinversion import DIConfig, class_balanced_pool
-from lfmlab.distill.inversion import InversionConfig
 from lfmlab.distill.kd import KDConfig, distill
 
 __all__ = ["ZSKDConfig", "class_similarity", "dirichlet_targets", "zskd", "WEIGHTS"]

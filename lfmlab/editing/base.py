@@ -28,8 +28,8 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from lfmlab.core.lm import encode_prompt, encode_target
 from lfmlab.data.world import EditRequest
-from lfmlab.lm import encode_prompt, encode_target
 
 __all__ = ["Edit", "as_edit", "BadRequest", "validate", "EditResult", "applied", "copy_with", "merge"]
 

@@ -13,8 +13,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lfmlab.hooks import evaluating, run_until
-from lfmlab.lm import right_pad
+from lfmlab.core.hooks import run_until
+from lfmlab.core.lm import right_pad
+from lfmlab.core.params import device_of, evaluating
 from lfmlab.zoo.layers import layers
 
 _MEMO: dict[str, torch.Tensor] = {}
@@ -55,7 +56,7 @@ def key_covariance(model: nn.Module, tokenizer, layer: int, texts: list[str] | N
 
     texts = corpus_texts() if texts is None else texts
     key = fingerprint(model, layer, texts)
-    device = next(model.parameters()).device
+    device = device_of(model)
     path = Path(runtime.cache_dir()) / f"cov-{key}.pt"
     start = time.perf_counter()
     if key in _MEMO:

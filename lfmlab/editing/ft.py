@@ -16,9 +16,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from lfmlab.core.lm import pair_batch
+from lfmlab.core.params import device_of, evaluating, trainable
 from lfmlab.data.world import EditRequest
 from lfmlab.editing.base import EditResult, as_edit
-from lfmlab.lm import pair_batch
 from lfmlab.zoo.layers import layers
 
 
@@ -51,37 +52,31 @@ def edit(model: nn.Module, tokenizer, request: EditRequest, cfg: FTConfig | None
     cfg = cfg or FTConfig()
     request = as_edit(tokenizer, request)  # the edit only: no grading prompt reaches FT
     start = time.perf_counter()
-    device = next(model.parameters()).device
+    device = device_of(model)
     batch = pair_batch(tokenizer, [request.prompt], [request.target_new], device)
     params = _params(model, cfg)
     original = {n: p.detach().clone() for n, p in params.items()}
-    frozen = {n: p.requires_grad for n, p in model.named_parameters()}
-    for n, p in model.named_parameters():
-        p.requires_grad_(n in params)
     opt = torch.optim.Adam(params.values(), lr=cfg.lr)
-    was_training = model.training
-    model.eval()  # no dropout: the edit is a deterministic optimisation
     losses = []
-    try:
-        for _ in range(cfg.steps):
-            loss = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels).loss
-            losses.append(round(loss.item(), 4))
-            if loss.item() < cfg.stop_nll:
-                break
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            if cfg.linf is not None:  # eq. 16: project back into the ε-ball around θ₀
-                with torch.no_grad():
-                    for n, p in params.items():
-                        p.copy_(original[n] + (p - original[n]).clamp(-cfg.linf, cfg.linf))
-        deltas = {n: (p.detach() - original[n]) for n, p in params.items()}
-    finally:
-        with torch.no_grad():
-            for n, p in params.items():
-                p.copy_(original[n])
-        for n, p in model.named_parameters():
-            p.requires_grad_(frozen[n])
-        model.train(was_training)
+    # eval mode (no dropout: the edit is a deterministic optimisation); only ``params`` take gradients
+    with evaluating(model), trainable(model, params):
+        try:
+            for _ in range(cfg.steps):
+                loss = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels).loss
+                losses.append(round(loss.item(), 4))
+                if loss.item() < cfg.stop_nll:
+                    break
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                if cfg.linf is not None:  # eq. 16: project back into the ε-ball around θ₀
+                    with torch.no_grad():
+                        for n, p in params.items():
+                            p.copy_(original[n] + (p - original[n]).clamp(-cfg.linf, cfg.linf))
+            deltas = {n: (p.detach() - original[n]) for n, p in params.items()}
+        finally:
+            with torch.no_grad():
+                for n, p in params.items():
+                    p.copy_(original[n])
     return EditResult(deltas, time.perf_counter() - start, {"loss": losses, "steps": len(losses),
                                                              "linf": cfg.linf, "scope": cfg.scope})

@@ -33,10 +33,11 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
+from lfmlab.core.hooks import capture
+from lfmlab.core.lm import encode_prompt, pair_batch
+from lfmlab.core.params import device_of, frozen
 from lfmlab.data.world import EditRequest
 from lfmlab.editing.base import Edit, as_edit
-from lfmlab.hooks import capture
-from lfmlab.lm import encode_prompt, pair_batch
 from lfmlab.zoo.layers import layers
 
 
@@ -57,7 +58,7 @@ class Grace(nn.Module):
         self.config = base.config
         self.name = layers(base).block_name(self.cfg.layer)
         d = layers(base).hidden
-        device = next(base.parameters()).device
+        device = device_of(base)
         self.keys = torch.empty(0, d, device=device)
         self.values = torch.empty(0, d, device=device)
         self.radii = torch.empty(0, device=device)
@@ -140,20 +141,18 @@ class Grace(nn.Module):
             h[0, last] = value
             return (h, *output[1:]) if isinstance(output, tuple) else h
 
-        handle = self.base.get_submodule(self.name).register_forward_hook(put)
-        flags = [p.requires_grad for p in self.base.parameters()]
-        for p in self.base.parameters():
-            p.requires_grad_(False)
-        try:
-            for _ in range(self.cfg.value_steps):
-                loss = self.base(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels).loss
-                if loss.item() < 0.05:
-                    break
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-        finally:
-            handle.remove()
-            for p, f in zip(self.base.parameters(), flags):
-                p.requires_grad_(f)
+        with frozen(self.base):
+            handle = self.base.get_submodule(self.name).register_forward_hook(put)
+            try:
+                for _ in range(self.cfg.value_steps):
+                    loss = self.base(
+                        input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels
+                    ).loss
+                    if loss.item() < 0.05:
+                        break
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+            finally:
+                handle.remove()
         return value.detach()

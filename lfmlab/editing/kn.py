@@ -38,13 +38,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from lfmlab.core.hooks import capture
+from lfmlab.core.lm import encode_prompt, encode_target
+from lfmlab.core.params import device_of
 from lfmlab.data import world
 from lfmlab.data.world import EditRequest
 from lfmlab.editing.base import EditResult, as_edit
 from lfmlab.editing.trace import subject_span
-from lfmlab.hooks import capture
-from lfmlab.lm import encode_prompt, encode_target
-from lfmlab.zoo.layers import layers
+from lfmlab.zoo.layers import as_weight_layout, layers
 
 
 @dataclass
@@ -71,7 +72,7 @@ def attribute(model: nn.Module, tokenizer, prompt: str, target: str, steps: int 
     prompt (default: the last token, as in Dai et al.) for p(first token of ``target``) at the
     last token."""
     layout = layers(model)
-    device = next(model.parameters()).device
+    device = device_of(model)
     ids = torch.tensor([encode_prompt(tokenizer, prompt)], device=device)
     target_id = encode_target(tokenizer, target)[0]
     alphas = torch.arange(1, steps + 1, device=device, dtype=torch.float) / steps  # [m]
@@ -91,7 +92,12 @@ def attribute(model: nn.Module, tokenizer, prompt: str, target: str, steps: int 
 
         handle = model.get_submodule(name).register_forward_pre_hook(pre)
         try:
-            probs = model(input_ids=batch, attention_mask=torch.ones_like(batch)).logits[:, -1].float().softmax(-1)[:, target_id]
+            probs = (
+                model(input_ids=batch, attention_mask=torch.ones_like(batch))
+                .logits[:, -1]
+                .float()
+                .softmax(-1)[:, target_id]
+            )
             (grad,) = torch.autograd.grad(probs.sum(), scaled)
         finally:
             handle.remove()
@@ -172,8 +178,5 @@ def edit(model: nn.Module, tokenizer, request: EditRequest, cfg: KNConfig | None
         module = model.get_submodule(layout.mlp_out_name(layer))
         name = f"{layout.mlp_out_name(layer)}.weight"
         d = deltas.setdefault(name, torch.zeros_like(module.weight))
-        if type(module).__name__ == "Conv1D":  # weight [4d, d]: row i is neuron i's value vector
-            d[i] += shift
-        else:                                 # nn.Linear weight [d, 4d]: column i
-            d[:, i] += shift
+        as_weight_layout(module, d)[i] += shift  # d seen as [4d, d] (a view): row i is neuron i's value vector
     return EditResult(deltas, time.perf_counter() - start, {"neurons": neurons, "position": cfg.position})

@@ -31,26 +31,29 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from lfmlab.core.hooks import run_until
+from lfmlab.core.lm import encode_prompt, right_pad
+from lfmlab.core.params import device_of, evaluating
 from lfmlab.data.world import EditRequest
 from lfmlab.editing import rome
 from lfmlab.editing.base import EditResult, applied, as_edit, merge
 from lfmlab.editing.covariance import key_covariance
-from lfmlab.hooks import evaluating, run_until
-from lfmlab.lm import encode_prompt, right_pad
-from lfmlab.zoo.layers import layers
+from lfmlab.zoo.layers import as_weight_layout, layers
 
 
 @dataclass
 class MemitConfig(rome.RomeConfig):
     edit_layers: tuple[int, ...] = (0, 1, 2, 3)
-    mom2_weight: float = 100.0  # λ: weight of the old keys (C = E[kkᵀ]); ~1e4 suits GPT-J's 16k-dim keys, 100 world-lm's 512
+    mom2_weight: float = (
+        100.0  # λ: weight of the old keys (C = E[kkᵀ]); ~1e4 suits GPT-J's 16k-dim keys, 100 world-lm's 512
+    )
 
 
 def _top_hidden(model, tokenizer, pairs: list[tuple[str, str]], top: int, rows: int = 512) -> torch.Tensor:
     """The residual stream after block ``top`` at the subject's last token of each bare
     (prompt, subject) pair [n, d], in right-padded batches (the forward pass stops at ``top``)."""
     name = layers(model).block_name(top)
-    device = next(model.parameters()).device
+    device = device_of(model)
     out = []
     for i in range(0, len(pairs), rows):
         part = pairs[i:i + rows]
@@ -86,7 +89,11 @@ def edit(model: nn.Module, tokenizer, requests: list[EditRequest], cfg: MemitCon
     layout = layers(model)
     top = max(cfg.edit_layers)
     with evaluating(model):
-        prefixes = rome.random_prefixes(model, tokenizer, cfg.n_prefixes, cfg.prefix_tokens, cfg.seed) if prefixes is None else prefixes
+        prefixes = (
+            rome.random_prefixes(model, tokenizer, cfg.n_prefixes, cfg.prefix_tokens, cfg.seed)
+            if prefixes is None
+            else prefixes
+        )
         covs = covs or {}
         # 1. targets z_i for the residual stream after the top layer
         z = targets(model, tokenizer, requests, cfg, prefixes) if z is None else z  # [n, d]
@@ -107,7 +114,7 @@ def edit(model: nn.Module, tokenizer, requests: list[EditRequest], cfg: MemitCon
             with torch.no_grad():
                 A = cfg.mom2_weight * C.to(K.device, torch.float64) + K.double().T @ K.double()  # [4d, 4d]
                 upd = torch.linalg.solve(A, K.double().T @ R.double()).to(K.dtype)  # (λC + KᵀK)⁻¹ Kᵀ R  [4d, d]
-            d = upd if type(module).__name__ == "Conv1D" else upd.T
+            d = as_weight_layout(module, upd)
             deltas = merge(deltas, {f"{name}.weight": d})
     return EditResult(deltas, time.perf_counter() - start,
                       {"layers": list(cfg.edit_layers), "n": len(requests), "mom2_weight": cfg.mom2_weight})

@@ -31,12 +31,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from lfmlab.core.hooks import capture
+from lfmlab.core.lm import pair_batch
+from lfmlab.core.params import device_of, frozen
 from lfmlab.data.world import EditRequest, World
 from lfmlab.editing.base import EditResult, as_edit
-from lfmlab.hooks import capture
-from lfmlab.lm import pair_batch
 from lfmlab.progress import progress
-from lfmlab.zoo.layers import layers
+from lfmlab.zoo.layers import as_weight_layout, in_out_features, layers
 
 
 @dataclass
@@ -103,10 +104,6 @@ def _factors(model, names: list[str], batch) -> tuple[dict, dict]:
             {n: g[0][mask].detach() for n, g in zip(names, grads)})
 
 
-def _as_param_delta(module: nn.Module, d_in_out: torch.Tensor) -> torch.Tensor:
-    return d_in_out if type(module).__name__ == "Conv1D" else d_in_out.T
-
-
 class Mend(nn.Module):
     """A trained set of MEND editors for one model (use :func:`train`, then :meth:`edit`)."""
 
@@ -115,21 +112,16 @@ class Mend(nn.Module):
         layout = layers(model)
         self.cfg = cfg
         self.names = [layout.mlp_out_name(l) for l in cfg.edit_layers]
-        dims = [tuple(self._in_out(model.get_submodule(n))) for n in self.names]
+        dims = [in_out_features(model.get_submodule(n)) for n in self.names]
         self.editors = nn.ModuleList([Editor(i, o, cfg.rank, cfg.init_log_eta) for i, o in dims])
         self.history: list[float] = []
 
-    @staticmethod
-    def _in_out(module: nn.Module) -> tuple[int, int]:
-        w = module.weight
-        return tuple(w.shape) if type(module).__name__ == "Conv1D" else (w.shape[1], w.shape[0])
-
     def deltas(self, model: nn.Module, tokenizer, prompt: str, target: str) -> dict[str, torch.Tensor]:
         """The weight deltas for one edit (differentiable w.r.t. the editors)."""
-        device = next(model.parameters()).device
+        device = device_of(model)
         batch = pair_batch(tokenizer, [prompt], [target], device)
         u, d = _factors(model, self.names, batch)
-        return {f"{n}.weight": _as_param_delta(model.get_submodule(n), ed(u[n], d[n]))
+        return {f"{n}.weight": as_weight_layout(model.get_submodule(n), ed(u[n], d[n]))
                 for n, ed in zip(self.names, self.editors)}
 
     def edit(self, model: nn.Module, tokenizer, request: EditRequest) -> EditResult:
@@ -168,16 +160,11 @@ def train(model: nn.Module, tokenizer, world: World, cfg: MendConfig | None = No
     cfg = cfg or MendConfig()
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
-    device = next(model.parameters()).device
+    device = device_of(model)
     mend = Mend(model, cfg).to(device)
     exclude = exclude_subjects or set()
-    was_training = model.training
-    model.eval()
-    requires = {n: p.requires_grad for n, p in model.named_parameters()}
-    for p in model.parameters():
-        p.requires_grad_(False)
     params = dict(model.named_parameters())
-    try:
+    with frozen(model):
         # fix the editors' input normalisation from a sample of edits
         zs: dict[str, list[torch.Tensor]] = {n: [] for n in mend.names}
         for prompt, _, new, _, _ in _examples(world, rng, cfg.stats_examples, exclude):
@@ -200,15 +187,15 @@ def train(model: nn.Module, tokenizer, world: World, cfg: MendConfig | None = No
                 b_loc = pair_batch(tokenizer, [loc], [loc_obj], device)
                 with torch.no_grad():
                     p_base = model(input_ids=b_loc.input_ids).logits.float().log_softmax(-1)
-                p_new = functional_call(model, edited, args=(), kwargs=dict(input_ids=b_loc.input_ids)).logits.float().log_softmax(-1)
+                p_new = (
+                    functional_call(model, edited, args=(), kwargs=dict(input_ids=b_loc.input_ids))
+                    .logits.float()
+                    .log_softmax(-1)
+                )
                 l_loc = F.kl_div(p_new, p_base, log_target=True, reduction="none").sum(-1).mean()
                 total = total + (cfg.c_edit * l_edit + l_loc) / cfg.batch
             opt.zero_grad()
             total.backward()
             opt.step()
             mend.history.append(round(total.item(), 4))
-    finally:
-        for n, p in model.named_parameters():
-            p.requires_grad_(requires[n])
-        model.train(was_training)
     return mend

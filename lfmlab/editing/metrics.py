@@ -35,8 +35,9 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from lfmlab.core.lm import pair_batch, token_logprobs
+from lfmlab.core.params import device_of
 from lfmlab.data.world import EditRequest
-from lfmlab.lm import pair_batch
 
 
 @dataclass
@@ -54,20 +55,16 @@ def pair_stats(model: nn.Module, tokenizer, prompts: list[str], targets: list[st
                batch_size: int = 256) -> PairStats:
     """Teacher-forced statistics of each pair. Memory-based editors (SERAC) route on the prompt
     alone: a model with ``needs_prompt_len`` is also told where each answer starts."""
-    device = next(model.parameters()).device
+    device = device_of(model)
     lps, accs, argmaxes, counts = [], [], [], []
     for i in range(0, len(prompts), batch_size):
         b = pair_batch(tokenizer, prompts[i:i + batch_size], targets[i:i + batch_size], device)
         extra = {"prompt_len": b.prompt_len} if getattr(model, "needs_prompt_len", False) else {}
-        logits = model(input_ids=b.input_ids, attention_mask=b.attention_mask, **extra).logits[:, :-1].float()
-        labels = b.labels[:, 1:]
-        is_t = labels != -100
-        logp = logits.log_softmax(-1).gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1)
-        top = logits.argmax(-1)
-        lps.append((logp * is_t).sum(-1).cpu())
-        accs.append((((top == labels) & is_t).sum(-1) / is_t.sum(-1)).cpu())
-        counts.append(is_t.sum(-1).cpu())
-        argmaxes += [tuple(top[r][is_t[r]].tolist()) for r in range(len(top))]
+        tok = token_logprobs(model(input_ids=b.input_ids, attention_mask=b.attention_mask, **extra).logits, b.labels)
+        lps.append(tok.total.cpu())
+        accs.append(tok.token_accuracy.cpu())
+        counts.append(tok.is_target.sum(-1).cpu())
+        argmaxes += [tuple(tok.top[r][tok.is_target[r]].tolist()) for r in range(len(tok.top))]
     if not lps:
         return PairStats(torch.empty(0), torch.empty(0), [], torch.empty(0))
     return PairStats(torch.cat(lps), torch.cat(accs), argmaxes, torch.cat(counts))

@@ -11,7 +11,8 @@ the MLP weights, gently (lr 3e-4). Tuning everything, or harder, yields a τ tha
 sharpens the whole model, and negating it erases every relation at once. Even then the
 forgetting is not surgical: a λ sweep trades the target's recall against the others'.
 
-Returns the weight delta -λτ (the model is unchanged); uses :mod:`lfmlab.reuse.task_arithmetic`.
+Returns the weight delta -λτ (the model is unchanged); the algebra is :mod:`lfmlab.core.state`'s,
+the same as model reuse's task arithmetic (:mod:`lfmlab.reuse.task_arithmetic`).
 """
 from __future__ import annotations
 
@@ -22,11 +23,11 @@ import time
 import torch
 from torch import nn
 
+from lfmlab.core.lm import pair_batch
+from lfmlab.core.params import device_of
+from lfmlab.core.state import scale, state_of, task_vector
 from lfmlab.data.world import Fact, World
 from lfmlab.editing.base import EditResult
-from lfmlab.lm import pair_batch
-from lfmlab.reuse.state import state_of
-from lfmlab.reuse.task_arithmetic import negation
 
 
 def forget(model: nn.Module, tokenizer, world: World, facts: list[Fact], lam: float = 1.0, steps: int = 100,
@@ -37,7 +38,7 @@ def forget(model: nn.Module, tokenizer, world: World, facts: list[Fact], lam: fl
     rng = random.Random(seed)
     torch.manual_seed(seed)
     tuned = copy.deepcopy(model).train()
-    device = next(tuned.parameters()).device
+    device = device_of(tuned)
     trained = [p for n, p in tuned.named_parameters() if scope == "all" or ".mlp." in n]
     opt = torch.optim.AdamW(trained, lr=lr, weight_decay=0.0)
     for _ in range(steps):
@@ -51,6 +52,7 @@ def forget(model: nn.Module, tokenizer, world: World, facts: list[Fact], lam: fl
         opt.step()
     base = state_of(model)
     keys = [n for n, _ in model.named_parameters()]
-    merged = negation(base, state_of(tuned), lam, keys)
-    deltas = {k: merged.state[k] - base[k] for k in keys}
-    return EditResult(deltas, time.perf_counter() - start, {"lam": lam, "steps": steps, "facts": len(facts), "scope": scope})
+    deltas = scale(task_vector(state_of(tuned), base, keys), -float(lam))  # θ' − θ = −λ τ
+    return EditResult(
+        deltas, time.perf_counter() - start, {"lam": lam, "steps": steps, "facts": len(facts), "scope": scope}
+    )

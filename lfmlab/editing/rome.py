@@ -39,7 +39,7 @@ The model is unchanged on return: :func:`edit` returns the weight delta.
 
 Speed (no change to any number): δ enters at the subject's last token, which a causal model's
 earlier positions never see, so each row's text before that token runs once and is kept as a
-key/value cache (:class:`lfmlab.lm.SplitBatch`); each step of v* runs only the tokens from the
+key/value cache (:class:`lfmlab.core.lm.SplitBatch`); each step of v* runs only the tokens from the
 subject on, and the vocabulary projection only where a target or KL term reads it.
 """
 from __future__ import annotations
@@ -51,14 +51,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lfmlab.core.hooks import capture, rewrite, run_until
+from lfmlab.core.lm import SplitBatch, encode_prompt, pair_batch, right_pad
+from lfmlab.core.params import device_of, evaluating, frozen
 from lfmlab.data import world
 from lfmlab.data.world import EditRequest
 from lfmlab.editing.base import Edit, EditResult, as_edit
 from lfmlab.editing.covariance import key_covariance
 from lfmlab.editing.trace import subject_span
-from lfmlab.hooks import capture, evaluating, rewrite, run_until
-from lfmlab.lm import SplitBatch, encode_prompt, pair_batch, right_pad
-from lfmlab.zoo.layers import layers, weight_in_out
+from lfmlab.zoo.layers import as_weight_layout, layers, weight_in_out
 
 
 @dataclass
@@ -84,7 +85,7 @@ class RomeConfig:
 def random_prefixes(model: nn.Module, tokenizer, n: int, lengths: tuple[int, ...] = (5, 10),
                     seed: int = 0) -> list[str]:
     """Short texts sampled from the model itself (ROME's "context templates")."""
-    device = next(model.parameters()).device
+    device = device_of(model)
     gen = torch.Generator().manual_seed(seed)
     bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
     out = []
@@ -113,7 +114,9 @@ def _contexts(prefixes: list[str], prompt: str) -> tuple[list[str], list[int]]:
     return texts, [0] + [len(p) + 1 for p in prefixes]
 
 
-def compute_key(model, tokenizer, subject: str, prompt: str, prefixes: list[str], layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+def compute_key(
+    model, tokenizer, subject: str, prompt: str, prefixes: list[str], layer: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(k*, k): W's input at the subject's last token averaged over contexts [4d], and for the bare prompt."""
     k_star, k = compute_keys(model, tokenizer, [(subject, prompt)], prefixes, layer)
     return k_star[0], k[0]
@@ -125,7 +128,7 @@ def compute_keys(model, tokenizer, pairs: list[tuple[str, str]], prefixes: list[
     context of every pair in right-padded batches of at most ``rows`` rows (the forward pass
     stops at W)."""
     name = layers(model).mlp_out_name(layer)
-    device = next(model.parameters()).device
+    device = device_of(model)
     texts, pos = [], []
     for subject, prompt in pairs:
         ctx, starts = _contexts(prefixes, prompt)
@@ -166,7 +169,7 @@ def compute_values(model, tokenizer, requests: list[Edit], prefixes: list[str], 
                  for i in range(0, len(requests), chunk)]
         return (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]),
                 [info for p in parts for info in p[2]])
-    device = next(model.parameters()).device
+    device = device_of(model)
     name = module or layers(model).mlp_out_name(cfg.layer)
     texts, targets, pos, owner, kl_texts, kl_w, kl_pos, kl_owner = [], [], [], [], [], [], [], []
     for i, r in enumerate(requests):
@@ -207,22 +210,20 @@ def compute_values(model, tokenizer, requests: list[Edit], prefixes: list[str], 
         p_init = logits[torch.arange(N, len(ids), device=device), kl_len - 1].float().log_softmax(-1)
     # δ enters at the subject's last token, so nothing before it changes: run only the rest.
     rows = SplitBatch(model, ids, mask, at)
-    S = rows.positions.shape[1]
     labels = torch.full_like(ids, -100)
-    labels[:N, :t - 1] = batch.labels[:, 1:]                        # the token each position predicts
-    labels = torch.where(rows.suffix_mask.bool(), labels.gather(1, rows.positions.clamp_max(ids.shape[1] - 1)), -100)[:N]
+    labels[:N, :t - 1] = batch.labels[:, 1:]  # the token each position predicts
+    labels = torch.where(rows.suffix_mask.bool(), labels.gather(1, rows.positions.clamp_max(ids.shape[1] - 1)), -100)[
+        :N
+    ]
     is_t = labels != -100                                           # [N, S]
     assert int(is_t.sum()) == int((batch.labels != -100).sum()), "a target token before the subject"
     kl_at = kl_len - 1 - at[N:]                                     # the KL rows' last token, in the suffix
 
     delta = torch.zeros_like(v, requires_grad=True)
     opt = torch.optim.Adam([delta], lr=cfg.v_lr)
-    flags = [p.requires_grad for p in model.parameters()]
-    for p in model.parameters():
-        p.requires_grad_(False)
     active = torch.ones(R, dtype=torch.bool, device=device)
     histories: list[list[float]] = [[] for _ in range(R)]
-    try:
+    with frozen(model):
         for step in range(cfg.v_steps):
             sel = active[whose]                                     # the rows of the requests still going
             r_whose = whose[sel]
@@ -259,9 +260,6 @@ def compute_values(model, tokenizer, requests: list[Edit], prefixes: list[str], 
                 limit = cfg.clamp * v.norm(dim=1)                  # the clamp: ||δ_i|| <= clamp · ||v_i||
                 norm = delta.norm(dim=1)
                 delta.mul_(torch.where(norm > limit, limit / norm, torch.ones_like(norm))[:, None])
-    finally:
-        for p, f in zip(model.parameters(), flags):
-            p.requires_grad_(f)
     return (v + delta).detach(), v, [{"loss": h, "steps": len(h)} for h in histories]
 
 
@@ -276,7 +274,9 @@ def edit(model: nn.Module, tokenizer, request: EditRequest, cfg: RomeConfig | No
     module = model.get_submodule(name)
     W = weight_in_out(module)  # [4d, d]
     C = key_covariance(model, tokenizer, cfg.layer) if cov is None else cov
-    prefixes = random_prefixes(model, tokenizer, cfg.n_prefixes, cfg.prefix_tokens, cfg.seed) if prefixes is None else prefixes
+    prefixes = (
+        random_prefixes(model, tokenizer, cfg.n_prefixes, cfg.prefix_tokens, cfg.seed) if prefixes is None else prefixes
+    )
     with evaluating(model):
         k_star, k = compute_key(model, tokenizer, request.subject, request.prompt, prefixes, cfg.layer)
         v_star, v, info = compute_value(model, tokenizer, request, prefixes, cfg)
@@ -287,6 +287,6 @@ def edit(model: nn.Module, tokenizer, request: EditRequest, cfg: RomeConfig | No
         current = k @ W + (bias if bias is not None else 0)  # W's output for the bare prompt's key
         right = (v_star - current) / (k @ u)  # Λ  [d]
         delta_in_out = torch.outer(u, right)  # [4d, d]
-    delta = delta_in_out if type(module).__name__ == "Conv1D" else delta_in_out.T
+    delta = as_weight_layout(module, delta_in_out)
     info.update(layer=cfg.layer, delta_norm=delta.norm().item(), prefixes=len(prefixes))
     return EditResult({f"{name}.weight": delta.detach()}, time.perf_counter() - start, info)

@@ -27,9 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lfmlab.core.lm import encode_prompt
+from lfmlab.core.params import device_of
 from lfmlab.data.world import EditRequest, World
 from lfmlab.editing.base import Edit, as_edit
-from lfmlab.lm import encode_prompt
 from lfmlab.progress import progress
 from lfmlab.zoo.minilm import embed
 
@@ -74,7 +75,9 @@ def train_scope(encoder, world: World, n_facts: int = 400, steps: int = 300, see
         pairs.append((world.prompt(f.subject, f.relation, a), world.prompt(other_subject.subject, f.relation, b), 0.0))
         if other_relation:
             g = rng.choice(other_relation)
-            pairs.append((world.prompt(f.subject, f.relation, a), world.prompt(g.subject, g.relation, rng.randrange(4)), 0.0))
+            pairs.append(
+                (world.prompt(f.subject, f.relation, a), world.prompt(g.subject, g.relation, rng.randrange(4)), 0.0)
+            )
     model, tok = encoder.model, encoder.tokenizer
     texts = sorted({t for p in pairs for t in p[:2]})
     vec = dict(zip(texts, embed(model, tok, texts)))
@@ -103,14 +106,14 @@ def train_counterfactual(model: nn.Module, tokenizer, world: World, steps: int =
     train fact and <new> another object of its relation. The base model is not changed."""
     import copy
 
-    from lfmlab.lm import pair_batch
+    from lfmlab.core.lm import pair_batch
 
     rng = random.Random(seed)
     torch.manual_seed(seed)
     exclude = exclude_subjects or set()
     facts = [f for f in world.facts_of(split="train") if f.subject not in exclude]
     cf = copy.deepcopy(model).train()
-    device = next(cf.parameters()).device
+    device = device_of(cf)
     opt = torch.optim.AdamW(cf.parameters(), lr=lr, weight_decay=0.0)
     for _ in progress(range(steps), desc="SERAC counterfactual model"):
         prompts, targets = [], []
@@ -176,7 +179,11 @@ class Serac(nn.Module):
         if not self.memory:
             return SimpleNamespace(logits=logits)
         if prompt_len is None:  # no hint: treat the whole row as the prompt
-            prompt_len = attention_mask.sum(-1) if attention_mask is not None else torch.full((len(input_ids),), input_ids.shape[1])
+            prompt_len = (
+                attention_mask.sum(-1)
+                if attention_mask is not None
+                else torch.full((len(input_ids),), input_ids.shape[1])
+            )
         prompts = [self.tokenizer.decode(input_ids[i, :int(prompt_len[i])], skip_special_tokens=True).strip()
                    for i in range(len(input_ids))]
         best, prob = self.scope(prompts)

@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from lfmlab.hooks import capture, rewrite
-from lfmlab.lm import encode_prompt, encode_target
+from lfmlab.core.hooks import capture, rewrite
+from lfmlab.core.lm import encode_prompt, encode_target
+from lfmlab.core.params import device_of
 from lfmlab.zoo.layers import Layout, layers
 
 KINDS = ("hidden", "mlp", "attn")
@@ -85,7 +86,7 @@ def trace(model, tokenizer, prompt: str, subject: str, target: str, samples: int
     in GPT-2 XL for MLP/attention; 1 suits a 6-layer model).
     """
     layout = layers(model)
-    device = next(model.parameters()).device
+    device = device_of(model)
     ids = torch.tensor([encode_prompt(tokenizer, prompt)], device=device)  # [1, T]
     T, L = ids.shape[1], layout.n_layers
     s0, s1 = subject_span(tokenizer, prompt, subject)
@@ -169,3 +170,51 @@ def profile(model, tokenizer, cases: list[tuple[str, str, str]], samples: int = 
     if "mlp" in out:
         out["best_mlp_layer"] = int(torch.tensor(out["mlp"]["subject_last"]).argmax())
     return out
+
+
+def record_profile(folder, n: int = 60, samples: int = 10):
+    """Put world-lm's causal-tracing profile on its card (``folder/card.json``): the average indirect
+    effect per layer of restoring the MLP / attention / hidden state at the subject's last token,
+    over ``n`` train facts it recalls. It picks the layer that locate-and-edit methods should edit.
+    Run after ``python -m lfmlab.zoo train world-lm`` as ``python -m lfmlab.editing.trace FOLDER``."""
+    import random
+    import time
+    from pathlib import Path
+
+    from transformers import AutoTokenizer, GPT2LMHeadModel
+
+    from lfmlab.core.lm import exact_match
+    from lfmlab.data import world as world_data
+    from lfmlab.zoo.card import ModelCard, record
+
+    folder = Path(folder)
+    card = ModelCard.read(folder)
+    w = world_data.load()
+    model, tok = GPT2LMHeadModel.from_pretrained(folder).eval(), AutoTokenizer.from_pretrained(folder)
+    facts = w.facts_of(split="train")
+    random.Random(0).shuffle(facts)
+    cases = []
+    for f in facts:
+        prompt = w.prompt(f.subject, f.relation)
+        if exact_match(model, tok, [prompt], [f.object]) == 1.0:
+            cases.append((prompt, f.subject, f.object))
+        if len(cases) == n:
+            break
+    start = time.perf_counter()
+    card.notes["causal_trace"] = {**profile(model, tok, cases, samples=samples),
+                                  "seconds": round(time.perf_counter() - start, 1),
+                                  "how": f"{n} recalled train facts, template 0, {samples} noise samples, "
+                                         "noise 3x embedding std, window 1"}
+    files = [p.name for p in folder.iterdir() if p.name != "card.json"]
+    print(f"causal trace: best MLP layer {card.notes['causal_trace']['best_mlp_layer']}")
+    return record(folder, card, files)
+
+
+if __name__ == "__main__":
+    import sys
+
+    import lfmlab  # noqa: F401  (OMP_WAIT_POLICY before the work)
+
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m lfmlab.editing.trace FOLDER   (a world-lm folder with card.json)")
+    print(record_profile(sys.argv[1]))

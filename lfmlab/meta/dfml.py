@@ -11,7 +11,7 @@ tasks with *new* classes. Three ways, from least to most use of what the models 
     their label orders are permuted), so their mean is a poor model: the baseline to beat.
 (b) **white-box model inversion, then MAML** (the baseline of PURER, Hu et al. CVPR 2023,
     survey [189]): :func:`invert_zoo` turns every model into pseudo-images of each of its
-    labels with :mod:`lfmlab.distill.inversion`; each (model, label) becomes a pseudo-class;
+    labels with :mod:`lfmlab.core.inversion`; each (model, label) becomes a pseudo-class;
     MAML is meta-trained on episodes drawn from those pseudo-classes, mixing models as PURER's
     pseudo-episodes do (:func:`meta_train`). PURER itself keeps the pseudo-images evolving
     against the meta-learner: :mod:`lfmlab.meta.purer`.
@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lfmlab.distill.inversion import InversionConfig, synthesise
+from lfmlab.core.inversion import InversionConfig, synthesise
 from lfmlab.meta import maml, pools
 from lfmlab.meta.common import cross_entropy
 from lfmlab.progress import progress

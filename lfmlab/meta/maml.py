@@ -37,6 +37,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, grad_and_value, vmap
 
+from lfmlab.core.params import device_of
 from lfmlab.meta.common import Loss, Tasks, as_tasks
 from lfmlab.progress import progress
 
@@ -189,7 +190,7 @@ def meta_train(model: nn.Module, sample: Sampler, loss: Loss, config: MAMLConfig
     model = copy.deepcopy(model)
     params = params_of(model)  # detached views: Adam's in-place steps show through them
     opt = torch.optim.Adam(model.parameters(), lr=config.outer_lr)
-    losses = torch.zeros(config.iterations, device=next(model.parameters()).device)  # on device: no sync per step
+    losses = torch.zeros(config.iterations, device=device_of(model))  # on device: no sync per step
     start = time.perf_counter()
     for it in progress(range(config.iterations), desc=desc or config.algorithm):
         tasks = sample(config.meta_batch, generator)

@@ -32,7 +32,8 @@ class ConvEmbedding(nn.Module):
 
 
 class ConvClassifier(nn.Module):
-    """``features`` = :class:`ConvEmbedding`, ``head`` = Linear(16 c -> n_classes): x [N, 1, 8, 8] -> logits [N, n_classes].
+    """``features`` = :class:`ConvEmbedding`, ``head`` = Linear(16 c -> n_classes):
+    x [N, 1, 8, 8] -> logits [N, n_classes].
 
     The layout (``.features`` + ``.head``) of the zoo's digits models, so ANIL finds its head.
     """

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lfmlab.core.params import device_of, evaluating
 from lfmlab.meta.common import Tasks, as_tasks
 from lfmlab.meta.maml import Sampler
 from lfmlab.meta.nets import ConvEmbedding, embedding  # noqa: F401  (re-exported)
@@ -49,17 +50,11 @@ def logits(embed: nn.Module, tasks: Tasks, n_way: int | None = None) -> torch.Te
 def evaluate(embed: nn.Module, tasks: Tasks, chunk: int = 200) -> torch.Tensor:
     """Query accuracy per episode [E] (eval mode, restored). ``tasks`` are e.g. meta-test episodes."""
     sx, sy, qx, qy = as_tasks(tasks)
-    was_training = getattr(embed, "training", False)
-    if isinstance(embed, nn.Module):
-        embed.eval()
-    try:
+    with evaluating(embed):
         n_way = int(sy.max()) + 1
         out = [(logits(embed, (sx[i:i + chunk], sy[i:i + chunk], qx[i:i + chunk], None), n_way).argmax(-1)
                 == qy[i:i + chunk]).float().mean(1) for i in range(0, sx.shape[0], chunk)]
         return torch.cat(out)
-    finally:
-        if isinstance(embed, nn.Module):
-            embed.train(was_training)
 
 
 def nearest_centroid(tasks: Tasks) -> torch.Tensor:
@@ -92,7 +87,7 @@ def train(embed: nn.Module, sample: Sampler, config: ProtoConfig | None = None,
     config = config or ProtoConfig()
     embed = copy.deepcopy(embed).train()
     opt = torch.optim.Adam(embed.parameters(), lr=config.lr)
-    losses = torch.zeros(config.iterations, device=next(embed.parameters()).device)
+    losses = torch.zeros(config.iterations, device=device_of(embed))
     start = time.perf_counter()
     for it in progress(range(config.iterations), desc="protonet"):
         tasks = sample(config.meta_batch, generator)

@@ -51,7 +51,8 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from lfmlab import validate
-from lfmlab.distill.inversion import total_variation
+from lfmlab.core.inversion import total_variation
+from lfmlab.core.params import frozen
 from lfmlab.meta import maml, pools
 from lfmlab.meta.common import cross_entropy
 from lfmlab.meta.dfml import PseudoData, Zoo
@@ -69,7 +70,7 @@ class PURERConfig:
     k_shot: int = 1
     n_query: int = 15
     pixel_lr: float = 0.05          # Adam on X̂ (pixels in [0, 1]; the reference's 0.25 is for N(0, 1) inputs)
-    tv: float = 0.05                # α_tv, as lfmlab.distill.inversion
+    tv: float = 0.05                # α_tv, as lfmlab.core.inversion
     l2: float = 0.001               # α_l2
     jitter: int = 1
     adv_scale: float = 10.0         # λ_adv (reference: 10)
@@ -141,12 +142,9 @@ def purer(meta_model: nn.Module, zoo: Zoo, start: PseudoData, config: PURERConfi
     first = max(1, int(round(cfg.adv_start * meta.iterations)))
     losses, accs, inv = (torch.zeros(meta.iterations) for _ in range(3))
     switch, best, stale, switches, hardness = False, -1.0, 0, [], []
-    zoo_models = [m.eval() for m in zoo.models]
-    flags = [[p.requires_grad for p in m.parameters()] for m in zoo_models]
-    for m in zoo_models:
-        m.requires_grad_(False)
+    zoo_models = list(zoo.models)
     start_time = time.perf_counter()
-    try:
+    with frozen(*zoo_models):
         for it in progress(range(meta.iterations), desc="PURER"):
             # 1. one step on X̂: the models' inversion loss, minus the outer loss when switched on
             chosen = torch.randperm(len(zoo), generator=generator)[:cfg.models_per_step].tolist()
@@ -185,10 +183,6 @@ def purer(meta_model: nn.Module, zoo: Zoo, start: PseudoData, config: PURERConfi
                     stale += 1
                 if stale >= cfg.patience:
                     switch, best, stale = True, -1.0, 0
-    finally:
-        for m, f in zip(zoo_models, flags):
-            for p, flag in zip(m.parameters(), f):
-                p.requires_grad_(flag)
     seconds = time.perf_counter() - start_time
     with torch.no_grad():
         final = x_hat.detach().clone()

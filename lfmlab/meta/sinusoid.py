@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from lfmlab import runtime
+from lfmlab.core.params import device_of
 from lfmlab.meta.common import mse
 from lfmlab.progress import progress
 
@@ -131,7 +132,7 @@ def pretrain(net: nn.Module, steps: int = 2000, tasks_per_step: int = 25, points
     """Finn et al.'s baseline: regress one network on points of many random tasks (no adaptation
     in training). Same data budget per step as MAML's meta-batch. ``net`` is copied, not changed."""
     net = copy.deepcopy(net).train()
-    dev = next(net.parameters()).device
+    dev = device_of(net)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     losses = torch.zeros(steps, device=dev)
     start = time.perf_counter()

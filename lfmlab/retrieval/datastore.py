@@ -28,8 +28,9 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from lfmlab.hooks import capture
-from lfmlab.lm import right_pad
+from lfmlab.core.hooks import capture
+from lfmlab.core.lm import right_pad
+from lfmlab.core.params import device_of
 
 BACKENDS = ("exact", "faiss-flat", "faiss-ivf")
 FAISS_HINT = ("the faiss back-end needs faiss-cpu, which lfmlab's 'faiss' extra installs: "
@@ -109,7 +110,7 @@ def exact_search(queries: torch.Tensor, keys: torch.Tensor, k: int, query_chunk:
     Live memory: query_chunk × (key_chunk + 32·k·N/key_chunk) floats. Default chunks: small
     on the CPU (cache-friendly), large on a GPU.
     """
-    n, k = len(keys), min(int(k), len(keys))
+    k = min(int(k), len(keys))
     dev = keys.device
     queries = queries.to(dev, keys.dtype)
     if k <= 0 or len(queries) == 0:
@@ -222,8 +223,10 @@ class Datastore:
         return len(self.keys)
 
     def __repr__(self) -> str:
-        return (f"Datastore({len(self):,} entries from {len(self.live_documents()):,} documents, "
-                f"keys {tuple(self.keys.shape)} on {self.device}, backend {self.backend!r}, {self.nbytes / 2**20:.1f} MiB)")
+        return (
+            f"Datastore({len(self):,} entries from {len(self.live_documents()):,} documents, "
+            f"keys {tuple(self.keys.shape)} on {self.device}, backend {self.backend!r}, {self.nbytes / 2**20:.1f} MiB)"
+        )
 
     @property
     def device(self) -> torch.device:
@@ -352,7 +355,7 @@ def encode_documents(model: nn.Module, tokenizer, texts: Sequence[str], layer: s
                          f"{too_long[0][:60]!r}…: split them into sentences.")
     if any(len(ids) < 2 for ids in tokens):
         raise ValueError("a document must have at least one token after the BOS")
-    mdev = next(model.parameters()).device
+    mdev = device_of(model)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     keys, values, docs, pos = [], [], [], []
     for s in range(0, len(tokens), batch_size):
@@ -382,6 +385,6 @@ def build(model: nn.Module, tokenizer, texts: Sequence[str], layer: str | None =
     from lfmlab import runtime
 
     layer = layer or key_layer(model)
-    dev = runtime.device(device) if device is not None else next(model.parameters()).device
+    dev = runtime.device(device) if device is not None else device_of(model)
     (keys, values, doc, pos, tokens), _ = encode_documents(model, tokenizer, texts, layer, batch_size, 0, dev)
     return Datastore(keys, values, doc, pos, [t.strip() for t in texts], tokens, layer, backend, **index_options)

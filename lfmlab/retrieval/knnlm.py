@@ -25,7 +25,9 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from lfmlab import lm, validate
+from lfmlab import validate
+from lfmlab.core import lm
+from lfmlab.core.params import device_of
 from lfmlab.retrieval.datastore import Datastore, Neighbours, forward_with_keys, pad
 
 
@@ -94,7 +96,11 @@ class KNNCache:
 
     def _lam(self, lam: float) -> torch.Tensor:
         settings(lam=lam)
-        has = torch.isfinite(self.distance[:, :1]).any(-1) if self.k_max else torch.zeros_like(self.gold, dtype=torch.bool)
+        has = (
+            torch.isfinite(self.distance[:, :1]).any(-1)
+            if self.k_max
+            else torch.zeros_like(self.gold, dtype=torch.bool)
+        )
         return lam * has.float()                                                      # [P]: 0 without neighbours
 
     def knn_gold(self, k: int, temperature: float) -> torch.Tensor:
@@ -173,7 +179,7 @@ def collect_pairs(model: nn.Module, tokenizer, store: Datastore, prompts: Sequen
                   k_max: int = 32, batch_size: int = 64, full: bool = True) -> KNNCache:
     """Score ``targets`` after ``prompts`` (teacher forcing): one sequence per pair, one scored
     position per target token. ``full`` keeps the LM distributions for top-1 accuracy."""
-    dev = next(model.parameters()).device
+    dev = device_of(model)
 
     def batches():
         for s in range(0, len(prompts), batch_size):
@@ -188,7 +194,7 @@ def collect_pairs(model: nn.Module, tokenizer, store: Datastore, prompts: Sequen
 def collect_text(model: nn.Module, tokenizer, store: Datastore, texts: Sequence[str], k_max: int = 32,
                  batch_size: int = 64, full: bool = False) -> KNNCache:
     """Score every next token of each text (after the BOS): for perplexity on running text."""
-    dev = next(model.parameters()).device
+    dev = device_of(model)
     tokens = [list(t) for t in tokenizer([t.strip() for t in texts])["input_ids"]]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
@@ -296,7 +302,7 @@ def lookup(model: nn.Module, tokenizer, store: Datastore, prompt: str, k_max: in
 
 @torch.no_grad()
 def lookup_ids(model: nn.Module, store: Datastore, ids: Sequence[int], k_max: int = 32, prompt: str = "") -> Lookup:
-    dev = next(model.parameters()).device
+    dev = device_of(model)
     x = torch.tensor([list(ids)], device=dev)
     logits, h = forward_with_keys(model, x, torch.ones_like(x), store.layer)        # [1, T, V], [1, T, D]
     if len(store):
@@ -351,7 +357,9 @@ def knowledge_update(model: nn.Module, tokenizer, store: Datastore, documents: S
     try:
         n_entries = int(torch.isin(store.doc, torch.tensor(ids, device=store.device)).sum())
         added = collect_pairs(model, tokenizer, store, prompts, objects, k_max)
-        para_added = collect_pairs(model, tokenizer, store, paraphrase_prompts, paraphrase_objects, k_max) if para else None
+        para_added = (
+            collect_pairs(model, tokenizer, store, paraphrase_prompts, paraphrase_objects, k_max) if para else None
+        )
     finally:
         store.remove(ids)
     removed = collect_pairs(model, tokenizer, store, prompts, objects, k_max)

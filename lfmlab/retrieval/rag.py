@@ -38,7 +38,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from lfmlab import lm
+from lfmlab.core import lm
+from lfmlab.core.params import device_of
 
 MODES = ("none", "prepend", "ensemble")
 _WORD = re.compile(r"[a-z0-9]+")
@@ -210,7 +211,7 @@ def ensemble_scores(model: nn.Module, tokenizer, passages: Sequence[Sequence[str
 
     Returns (exact [Q] bool, logprob [Q]) of each answer under the mixture."""
     q, k = weights.shape
-    dev = next(model.parameters()).device
+    dev = device_of(model)
     flat_in = [context([passages[i][j]], prompts[i]) for i in range(q) for j in range(k)]   # Q·k inputs
     flat_ans = [answers[i] for i in range(q) for _ in range(k)]
     exact, logprob = [], []

@@ -24,7 +24,7 @@ from typing import Literal, Mapping, Sequence
 import torch
 from torch import nn
 
-from lfmlab.reuse.state import Merged, merge_keys
+from lfmlab.core.state import Merged, merge_keys
 
 __all__ = ["entropy", "marginal_entropy", "adamerging"]
 
@@ -102,5 +102,10 @@ def adamerging(models: Sequence[nn.Module], pretrained: Mapping[str, torch.Tenso
     state.update(final)
     info = {"lambdas": lam.detach().cpu(), "keys": keys,
             "entropy": torch.stack(history).cpu() / n_tasks if history else torch.empty(0)}
-    return Merged(state, f"AdaMerging ({granularity}-wise)",
-                  {"init": init, "steps": steps, "lr": lr, "batch_size": batch_size, "diversity": diversity}, time.perf_counter() - start, info)
+    return Merged(
+        state,
+        f"AdaMerging ({granularity}-wise)",
+        {"init": init, "steps": steps, "lr": lr, "batch_size": batch_size, "diversity": diversity},
+        time.perf_counter() - start,
+        info,
+    )

@@ -21,6 +21,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from lfmlab.core.schedules import cosine
+
 __all__ = ["BatchEnsembleLinear", "BatchEnsembleMLP", "train_batchensemble", "Trained"]
 
 
@@ -93,11 +95,13 @@ def train_batchensemble(split, members: int = 4, hidden: Sequence[int] = (64, 64
     model = BatchEnsembleMLP(hidden, n_classes, members, split.x[0].numel(), seed).to(dev)
     shared = [l.weight for l in model.layers]
     fast = [p for l in model.layers for p in (l.r, l.s, l.bias)]
-    opt = torch.optim.AdamW([{"params": shared, "weight_decay": weight_decay}, {"params": fast, "weight_decay": 0.0}], lr=lr)
+    opt = torch.optim.AdamW(
+        [{"params": shared, "weight_decay": weight_decay}, {"params": fast, "weight_decay": 0.0}], lr=lr
+    )
     gen = torch.Generator(device=dev).manual_seed(int(seed))
     batches = split.loader(batch_size, shuffle=True, generator=gen)
     total = max(epochs * len(batches), 1)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / total)))
+    sched = cosine(opt, total)
     losses = torch.zeros(epochs, device=dev)
     model.train()
     for e in range(epochs):

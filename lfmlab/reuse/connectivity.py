@@ -25,8 +25,9 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
+from lfmlab.core.params import evaluating
+from lfmlab.core.state import StateDict, functional_eval, merge_keys
 from lfmlab.reuse.interpolate import path_states
-from lfmlab.reuse.state import StateDict, functional_eval, merge_keys
 
 __all__ = ["Path", "barrier", "linear_path", "bezier_point", "bezier_states", "BezierCurve", "bezier_curve"]
 
@@ -126,10 +127,8 @@ def bezier_curve(model: nn.Module, state_a: Mapping[str, torch.Tensor], state_b:
     def loss_at(params: dict, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
         return nn.functional.cross_entropy(functional_call(model, params, (xb,)), yb)
 
-    was = model.training
-    model.eval()
     losses = []
-    try:
+    with evaluating(model):
         for _ in range(steps):
             t = torch.rand(t_per_step, generator=gen)
             rows = torch.randint(len(y), (min(batch_size, len(y)),), generator=gen).to(y.device)
@@ -139,8 +138,6 @@ def bezier_curve(model: nn.Module, state_a: Mapping[str, torch.Tensor], state_b:
             loss.backward()
             opt.step()
             losses.append(loss.detach())
-    finally:
-        model.train(was)
     full_a = {k: v.clone() for k, v in state_a.items()}
     full_b = {k: v.clone() for k, v in state_b.items()}
     return BezierCurve(full_a, {k: v.detach() for k, v in control.items()}, full_b,

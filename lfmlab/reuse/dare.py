@@ -13,7 +13,7 @@ from typing import Literal, Mapping, Sequence
 
 import torch
 
-from lfmlab.reuse.state import Merged, merge_keys
+from lfmlab.core.state import Merged, merge_keys
 from lfmlab.reuse.ties import disjoint_mean, elect_sign
 
 __all__ = ["drop_and_rescale", "dare"]

@@ -9,13 +9,15 @@ the same way: one vmapped forward and backward for all members per step.
 from __future__ import annotations
 
 import copy
-import math
 import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
 from torch import nn
+
+from lfmlab.core.params import device_of
+from lfmlab.core.schedules import cosine
 
 __all__ = ["LogitEnsemble", "ensemble", "train_members", "Members"]
 
@@ -37,10 +39,14 @@ class LogitEnsemble(nn.Module):
         if not models:
             raise ValueError("an ensemble needs at least one model")
         self.members = nn.ModuleList(models)
-        w = torch.full((len(models),), 1.0 / len(models)) if weights is None else torch.as_tensor(weights, dtype=torch.float32)
+        w = (
+            torch.full((len(models),), 1.0 / len(models))
+            if weights is None
+            else torch.as_tensor(weights, dtype=torch.float32)
+        )
         if w.shape != (len(models),):
             raise ValueError(f"need one weight per model ({len(models)}), got {list(w.shape)}")
-        self.register_buffer("weights", w.to(next(models[0].parameters()).device))
+        self.register_buffer("weights", w.to(device_of(models[0])))
         self.vectorised = _same_architecture(models)
 
     def member_logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -89,7 +95,7 @@ def train_members(build: Callable[[int], nn.Module], n: int, split, epochs: int 
     opt = torch.optim.AdamW(params.values(), lr=lr, weight_decay=weight_decay)
     steps_per_epoch = -(-len(split) // batch_size)
     total = max(epochs * steps_per_epoch, 1)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / total)))
+    sched = cosine(opt, total)
     gen = torch.Generator().manual_seed(int(seed))
 
     def loss_fn(p, b, x, y):

@@ -19,7 +19,8 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
-from lfmlab.reuse.state import Merged, StateDict, merge_keys
+from lfmlab.core.params import evaluating
+from lfmlab.core.state import Merged, StateDict, merge_keys
 
 __all__ = ["diagonal_fisher", "fisher_merging"]
 
@@ -42,9 +43,7 @@ def diagonal_fisher(model: nn.Module, x: torch.Tensor, keys: Sequence[str] | Non
     def log_probs(p: dict, xi: torch.Tensor) -> torch.Tensor:
         return torch.log_softmax(functional_call(model, p, (xi.unsqueeze(0),))[0], -1)   # [C]
 
-    was = model.training
-    model.eval()
-    try:
+    with evaluating(model):
         for i in range(0, len(x), batch_size):
             xb = x[i:i + batch_size]
             with torch.no_grad():
@@ -64,8 +63,6 @@ def diagonal_fisher(model: nn.Module, x: torch.Tensor, keys: Sequence[str] | Non
                 grads = vmap(torch.func.grad(picked), in_dims=(None, 0, 0))(params, xb, onehot)  # key -> [B, *shape]
                 for k in keys:
                     fisher[k] += grads[k].pow(2).sum(0)
-    finally:
-        model.train(was)
     return {k: v / len(x) for k, v in fisher.items()}
 
 

@@ -1,6 +1,7 @@
 """Linear weight interpolation and weighted averaging (survey §4.2.1, eqs. 9-10).
 
-Eq. 9 walks the straight line between two models, W(λ) = λ W_1 + (1 − λ) W_2; eq. 10 takes any
+Eq. 9 walks the straight line between two models, W(λ) = λ W_1 + (1 − λ) W_2, which lfmlab writes
+with t = 1 − λ in one direction everywhere: (1 − t) W_a + t W_b, model a at t = 0; eq. 10 takes any
 weighted combination of n models, W = Σ_i λ_i W_i. *Weighted averaging* is eq. 10 with
 λ_i ≥ 0 and Σ_i λ_i = 1; the *uniform average* (a "model soup", Wortsman et al. 2022) has
 λ_i = 1/n. These are cheap and exact, but only make sense when the models share a loss basin
@@ -14,16 +15,18 @@ from typing import Mapping, Sequence
 import torch
 
 from lfmlab import validate
-from lfmlab.reuse.state import Merged, StateDict, combine, merge_keys
+from lfmlab.core.state import Merged, StateDict, combine, interpolate, merge_keys
 
 __all__ = ["lerp", "weighted_average", "uniform_average", "path_states"]
 
 
-def lerp(w1: Mapping[str, torch.Tensor], w2: Mapping[str, torch.Tensor], lam: float,
+def lerp(w_a: Mapping[str, torch.Tensor], w_b: Mapping[str, torch.Tensor], t: float,
          keys: Sequence[str] | None = None) -> StateDict:
-    """Eq. 9: W_new = λ W_1 + (1 − λ) W_2 (λ = 1 gives W_1, λ = 0 gives W_2)."""
-    lam = validate.number("λ", lam, fix="λ = 1 gives W_1, λ = 0 gives W_2.")
-    return combine([w1, w2], [lam, 1.0 - lam], keys)
+    """(1 − t) W_a + t W_b: W_a at t = 0, W_b at t = 1 (eq. 9 with λ = 1 − t; the one direction of
+    every interpolation in lfmlab, :func:`lfmlab.core.state.interpolate`)."""
+    t = validate.number("t", t, fix="t = 0 gives W_a, t = 1 gives W_b.")
+    keys = keys if keys is not None else merge_keys([w_a, w_b])
+    return interpolate(w_a, w_b, t, keys)
 
 
 def path_states(w_a: Mapping[str, torch.Tensor], w_b: Mapping[str, torch.Tensor], ts: torch.Tensor,
@@ -45,8 +48,10 @@ def weighted_average(states: Sequence[Mapping[str, torch.Tensor]], weights: Sequ
                      keys: Sequence[str] | None = None) -> Merged:
     """Eq. 10 with λ_i ≥ 0, Σ λ_i = 1 (the weights are normalised here; negative ones are refused)."""
     start = time.perf_counter()
-    w = torch.as_tensor(validate.numbers("weights", weights, 0.0,
-                                                    fix="Give non-negative weights with a positive sum."), dtype=torch.float64)
+    w = torch.as_tensor(
+        validate.numbers("weights", weights, 0.0, fix="Give non-negative weights with a positive sum."),
+        dtype=torch.float64,
+    )
     if len(w) != len(states) or bool((w < 0).any()) or float(w.sum()) <= 0:
         raise ValueError(f"need {len(states)} non-negative weights with a positive sum, got {list(weights)}")
     w = w / w.sum()

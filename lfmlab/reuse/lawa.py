@@ -16,8 +16,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from lfmlab.core.state import Merged, StateDict, state_of
 from lfmlab.reuse.interpolate import uniform_average
-from lfmlab.reuse.state import Merged, StateDict, state_of
 
 __all__ = ["Trajectory", "train_trajectory", "lawa"]
 

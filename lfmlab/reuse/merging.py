@@ -14,8 +14,16 @@ from typing import Sequence
 
 import torch
 
-from lfmlab.reuse import adamerging, dare, fisher, interpolate, regmean, task_arithmetic, ties
-from lfmlab.reuse.state import Merged
+from lfmlab.core.state import Merged
+from lfmlab.reuse import (
+    adamerging,
+    dare,
+    fisher,
+    interpolate,
+    regmean,
+    task_arithmetic,
+    ties,
+)
 from lfmlab.reuse.taskpool import TaskPool
 
 __all__ = ["METHODS", "EXTRA", "GRIDS", "Stats", "stats", "merge", "select", "compare", "Comparison"]
@@ -49,7 +57,11 @@ def stats(pool: TaskPool, tasks: Sequence[str] | None = None, samples: int | Non
     gen = torch.Generator().manual_seed(int(seed))
     for t in tasks or pool.tasks:
         model, x = pool.model(t), pool.splits[t]["train"].x
-        xf = x if samples is None or samples >= len(x) else x[torch.randperm(len(x), generator=gen)[:samples].to(x.device)]
+        xf = (
+            x
+            if samples is None or samples >= len(x)
+            else x[torch.randperm(len(x), generator=gen)[:samples].to(x.device)]
+        )
         out.fishers[t] = fisher.diagonal_fisher(model, xf, pool.trunk_keys)
         out.grams[t] = regmean.gram_matrices(model, x, modules)
     out.seconds = time.perf_counter() - start

@@ -27,7 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from lfmlab.reuse.state import StateDict
+from lfmlab.core.params import evaluating
+from lfmlab.core.state import StateDict
 
 __all__ = ["PermutationSpec", "mlp_spec", "apply_permutation", "weight_matching", "activation_matching", "Rebasin"]
 
@@ -73,7 +74,9 @@ def _permute(w: torch.Tensor, names: tuple[str | None, ...], perm: Mapping[str, 
     return w
 
 
-def apply_permutation(spec: PermutationSpec, perm: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor]) -> StateDict:
+def apply_permutation(
+    spec: PermutationSpec, perm: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor]
+) -> StateDict:
     """π(θ): the state dict with every permutation applied (new tensors; keys outside the spec copied).
     ``perm[p]`` [n] says which unit of ``state`` goes to position i: new[i] = old[perm[p][i]]."""
     out = {k: v.clone() for k, v in state.items()}
@@ -136,27 +139,30 @@ def weight_matching(spec: PermutationSpec, state_a: Mapping[str, torch.Tensor], 
     return Rebasin(perm, apply_permutation(spec, perm, state_b), "weight matching", sweeps, time.perf_counter() - start)
 
 
-def activation_matching(model: nn.Module, spec: PermutationSpec, state_a: Mapping[str, torch.Tensor],
-                        state_b: Mapping[str, torch.Tensor], x: torch.Tensor, activations: Mapping[str, str]) -> Rebasin:
+def activation_matching(
+    model: nn.Module,
+    spec: PermutationSpec,
+    state_a: Mapping[str, torch.Tensor],
+    state_b: Mapping[str, torch.Tensor],
+    x: torch.Tensor,
+    activations: Mapping[str, str],
+) -> Rebasin:
     """Match units by their activations on data x [N, ...]: for each permutation p, the module
     ``activations[p]`` (e.g. the ReLU after the layer) is read in both models, Z^A, Z^B [N, n],
     and P_p = argmax ⟨Z^Aᵀ Z^B, P⟩. ``model`` is only a template (its weights are not used or changed)."""
-    from lfmlab.hooks import capture
     from torch.func import functional_call
+
+    from lfmlab.core.hooks import capture
 
     start = time.perf_counter()
     names = list(activations.values())
     feats = []
-    was = model.training
-    model.eval()
-    try:
+    with evaluating(model):
         with torch.no_grad():
             for state in (state_a, state_b):
                 with capture(model, names) as seen:
                     functional_call(model, dict(state), (x,))
                 feats.append({n: seen[n].reshape(-1, seen[n].shape[-1]) for n in names})
-    finally:
-        model.train(was)
     perm = {}
     for p, module in activations.items():
         za, zb = feats[0][module].double(), feats[1][module].double()      # [N, n]

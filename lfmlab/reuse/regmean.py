@@ -20,8 +20,9 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
-from lfmlab.hooks import capture
-from lfmlab.reuse.state import Merged, merge_keys
+from lfmlab.core.hooks import capture
+from lfmlab.core.params import evaluating
+from lfmlab.core.state import Merged, merge_keys
 
 __all__ = ["gram_matrices", "regmean"]
 
@@ -33,9 +34,7 @@ def gram_matrices(model: nn.Module, x: torch.Tensor, modules: Sequence[str] | No
     names = list(modules) if modules is not None else [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     grams: dict[str, torch.Tensor] = {}
     count = 0
-    was = model.training
-    model.eval()
-    try:
+    with evaluating(model):
         with torch.no_grad():
             for i in range(0, len(x), batch_size):
                 with capture(model, names, inputs=True) as seen:
@@ -44,8 +43,6 @@ def gram_matrices(model: nn.Module, x: torch.Tensor, modules: Sequence[str] | No
                     a = seen[n].reshape(-1, seen[n].shape[-1])                  # [B(·T), d_in]
                     grams[n] = grams.get(n, 0) + a.T @ a
                 count += seen[names[0]].reshape(-1, seen[names[0]].shape[-1]).shape[0]
-    finally:
-        model.train(was)
     return {n: g / count for n, g in grams.items()}
 
 

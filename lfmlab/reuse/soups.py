@@ -21,8 +21,8 @@ from typing import Callable, Mapping, Sequence
 import torch
 from torch import nn
 
+from lfmlab.core.state import Merged, StateDict, merge_keys, state_of
 from lfmlab.reuse.interpolate import uniform_average
-from lfmlab.reuse.state import Merged, StateDict, merge_keys, state_of
 
 __all__ = ["uniform_soup", "greedy_soup", "finetune_ingredients"]
 
@@ -68,8 +68,8 @@ def finetune_ingredients(backbone: nn.Module, task: str, configs: Sequence[Mappi
     setting), with trunk and head trained. Returns (a template model, the ingredients' state dicts,
     the task's splits). ``backbone`` is unchanged."""
     from lfmlab import runtime
-    from lfmlab.reuse.taskpool import _finetune_trunk, probe_head, task_split
     from lfmlab.data import digits as D
+    from lfmlab.reuse.taskpool import _finetune_trunk, probe_head, task_split
 
     dev = runtime.device(device)
     data = D.load(dev)

@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 import torch
 
 from lfmlab import validate
-from lfmlab.reuse.state import Merged, StateDict, merge_keys, task_vector
+from lfmlab.core.state import Merged, StateDict, merge_keys, task_vector
 
 __all__ = ["task_vectors", "task_arithmetic", "negation", "sweep_states"]
 

@@ -27,7 +27,8 @@ import torch
 from torch import nn
 
 from lfmlab import runtime
-from lfmlab.reuse.state import StateDict, merge_keys, state_of
+from lfmlab.core.schedules import cosine
+from lfmlab.core.state import StateDict, merge_keys, state_of
 
 __all__ = ["DEFAULT_TASKS", "SHIFTS", "TaskPool", "finetune_tasks", "probe_head", "task_split"]
 
@@ -94,7 +95,7 @@ class TaskPool:
     def accuracy_batch(self, trunks: Mapping[str, torch.Tensor], split: str = "test",
                        tasks: Sequence[str] | None = None) -> torch.Tensor:
         """Accuracies of m trunks at once: ``trunks`` key -> [m, *shape]; returns [m, T] (vmap over m)."""
-        from lfmlab.reuse.state import functional_eval
+        from lfmlab.core.state import functional_eval
 
         cols = [functional_eval(self.templates[t], trunks, self.splits[t][split].x, self.splits[t][split].y)[1]
                 for t in tasks or self.tasks]
@@ -185,7 +186,7 @@ def _finetune_trunk(model: nn.Module, split, epochs: int, lr: float, batch_size:
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     batches = split.loader(batch_size, shuffle=True, generator=generator)
     total = max(epochs * len(batches), 1)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / total)))
+    sched = cosine(opt, total)
     model.train()
     model.head.requires_grad_(train_head)
     for _ in range(epochs):

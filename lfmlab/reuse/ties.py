@@ -19,7 +19,7 @@ from typing import Literal, Mapping, Sequence
 
 import torch
 
-from lfmlab.reuse.state import Merged, flatten, merge_keys, unflatten
+from lfmlab.core.state import Merged, flatten, merge_keys, unflatten
 
 __all__ = ["trim", "elect_sign", "disjoint_mean", "ties_merging"]
 

@@ -43,7 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lfmlab.tuning.train import Callback, TrainConfig, TuneResult, count, fit, frozen_copy, unfreeze
+from lfmlab.core.params import count, device_of, frozen_copy, unfreeze
+from lfmlab.tuning.train import Callback, TrainConfig, TuneResult, fit
 
 __all__ = ["Adapter", "MixAdapter", "MixtureExpectation", "WithAdapter", "adapter_sites", "add_adapters",
            "adapter_tuning", "adamix", "merge_mixtures", "mixture_model"]
@@ -182,7 +183,7 @@ def add_adapters(model: nn.Module, bottleneck: int = 16, sites: Sequence[str] | 
     if layer_norms:
         for p in _norm_params(new):
             p.requires_grad_(True)
-    device = next(model.parameters()).device
+    device = device_of(model)
     with torch.random.fork_rng(devices=[]):  # seeded init, the caller's random state untouched
         torch.manual_seed(seed)
         for k, name in enumerate(sites):

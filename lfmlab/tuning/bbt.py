@@ -39,9 +39,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lfmlab.core.params import count, frozen_copy
 from lfmlab.tuning.prompt import SoftPrompt, SoftPromptLM, init_prompt
 from lfmlab.tuning.tasks import row_losses
-from lfmlab.tuning.train import TuneResult, count, frozen_copy
+from lfmlab.tuning.train import TuneResult
 
 __all__ = ["CallCounter", "Projection", "population_losses", "bbt", "random_search", "prompt_at"]
 

@@ -10,7 +10,8 @@ from typing import Sequence
 
 from torch import nn
 
-from lfmlab.tuning.train import Callback, TrainConfig, TuneResult, count, fit, frozen_copy, unfreeze
+from lfmlab.core.params import count, frozen_copy, unfreeze
+from lfmlab.tuning.train import Callback, TrainConfig, TuneResult, fit
 
 __all__ = ["bias_names", "bitfit"]
 

@@ -11,7 +11,8 @@ import copy
 
 from torch import nn
 
-from lfmlab.tuning.train import Callback, TrainConfig, TuneResult, count, fit
+from lfmlab.core.params import count
+from lfmlab.tuning.train import Callback, TrainConfig, TuneResult, fit
 
 __all__ = ["finetune"]
 

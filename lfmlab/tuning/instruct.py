@@ -29,23 +29,46 @@ FORMAT = "Instruction: {instruction} Answer:"
 
 # Per relation: tuning phrasings first, the LAST one is held out (never used in tuning).
 INSTRUCTIONS: dict[str, list[str]] = {
-    "capital": ["Give the capital city of the country {subject}.", "Tell me the capital of {subject}.",
-                "Name the capital of the country {subject}."],
-    "continent": ["Give the continent of the country {subject}.", "Tell me the continent of {subject}.",
-                  "Name the continent of the country {subject}."],
-    "language": ["Give the official language of the country {subject}.", "Tell me the official language of {subject}.",
-                 "Name the official language of the country {subject}."],
-    "currency": ["Give the currency of the country {subject}.", "Tell me the currency of {subject}.",
-                 "Name the currency of the country {subject}."],
-    "currency_code": ["Give the currency code of the country {subject}.", "Tell me the currency code of {subject}.",
-                      "Name the currency code of the country {subject}."],
-    "iso_code": ["Give the ISO country code of {subject}.", "Tell me the three-letter country code of {subject}.",
-                 "Name the ISO country code of {subject}."],
-    "region_country": ["Give the country that contains the region {subject}.",
-                       "Tell me the country of the region {subject}.",
-                       "Name the country that contains the region {subject}."],
-    "element_symbol": ["Give the chemical symbol of the element {subject}.", "Tell me the chemical symbol of {subject}.",
-                       "Name the chemical symbol of the element {subject}."],
+    "capital": [
+        "Give the capital city of the country {subject}.",
+        "Tell me the capital of {subject}.",
+        "Name the capital of the country {subject}.",
+    ],
+    "continent": [
+        "Give the continent of the country {subject}.",
+        "Tell me the continent of {subject}.",
+        "Name the continent of the country {subject}.",
+    ],
+    "language": [
+        "Give the official language of the country {subject}.",
+        "Tell me the official language of {subject}.",
+        "Name the official language of the country {subject}.",
+    ],
+    "currency": [
+        "Give the currency of the country {subject}.",
+        "Tell me the currency of {subject}.",
+        "Name the currency of the country {subject}.",
+    ],
+    "currency_code": [
+        "Give the currency code of the country {subject}.",
+        "Tell me the currency code of {subject}.",
+        "Name the currency code of the country {subject}.",
+    ],
+    "iso_code": [
+        "Give the ISO country code of {subject}.",
+        "Tell me the three-letter country code of {subject}.",
+        "Name the ISO country code of {subject}.",
+    ],
+    "region_country": [
+        "Give the country that contains the region {subject}.",
+        "Tell me the country of the region {subject}.",
+        "Name the country that contains the region {subject}.",
+    ],
+    "element_symbol": [
+        "Give the chemical symbol of the element {subject}.",
+        "Tell me the chemical symbol of {subject}.",
+        "Name the chemical symbol of the element {subject}.",
+    ],
 }
 
 
@@ -63,7 +86,9 @@ def instruction_pairs(relations: Sequence[str], phrasings: str = "tuning", subje
     for rel in relations:
         if rel not in INSTRUCTIONS:
             raise KeyError(f"no instructions for relation {rel!r}; known: {', '.join(INSTRUCTIONS)}")
-        texts = {"tuning": INSTRUCTIONS[rel][:-1], "heldout": INSTRUCTIONS[rel][-1:], "all": INSTRUCTIONS[rel]}[phrasings]
+        texts = {"tuning": INSTRUCTIONS[rel][:-1], "heldout": INSTRUCTIONS[rel][-1:], "all": INSTRUCTIONS[rel]}[
+            phrasings
+        ]
         for f in w.facts_of(rel, "train"):
             if subjects is not None and f.subject not in subjects:
                 continue

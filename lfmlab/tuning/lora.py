@@ -26,22 +26,12 @@ from typing import Iterator, Sequence
 import torch
 from torch import nn
 
-from lfmlab.tuning.train import Callback, TrainConfig, TuneResult, count, fit, frozen_copy, unfreeze
+from lfmlab.core.params import count, frozen_copy, unfreeze
+from lfmlab.tuning.train import Callback, TrainConfig, TuneResult, fit
+from lfmlab.zoo.layers import as_weight_layout, in_out_features, is_conv1d
 
 __all__ = ["LoRALinear", "linear_targets", "add_lora", "lora_modules", "merge", "unmerge", "merged",
            "merge_and_unload", "lora"]
-
-
-def _is_conv1d(mod: nn.Module) -> bool:
-    return type(mod).__name__ == "Conv1D"  # transformers' GPT-2 linear layer: y = x W + b, W [in, out]
-
-
-def _in_out(mod: nn.Module) -> tuple[int, int]:
-    if isinstance(mod, nn.Linear):
-        return mod.in_features, mod.out_features
-    if _is_conv1d(mod):
-        return mod.weight.shape[0], mod.weight.shape[1]
-    raise TypeError(f"LoRA adapts nn.Linear or Conv1D modules, not {type(mod).__name__}")
 
 
 class LoRALinear(nn.Module):
@@ -51,11 +41,10 @@ class LoRALinear(nn.Module):
         super().__init__()
         if rank < 1:
             raise ValueError(f"LoRA rank must be >= 1, got {rank}")
-        d_in_, d_out_ = _in_out(base)
-        if rank > min(d_in_, d_out_):
-            raise ValueError(f"LoRA rank {rank} is larger than this {d_out_}×{d_in_} layer allows: B A has rank at "
-                             f"most {min(d_in_, d_out_)}. Choose a rank between 1 and {min(d_in_, d_out_)}.")
-        d_in, d_out = _in_out(base)
+        d_in, d_out = in_out_features(base)
+        if rank > min(d_in, d_out):
+            raise ValueError(f"LoRA rank {rank} is larger than this {d_out}×{d_in} layer allows: B A has rank at "
+                             f"most {min(d_in, d_out)}. Choose a rank between 1 and {min(d_in, d_out)}.")
         self.base, self.rank, self.alpha = base, int(rank), float(alpha)
         self.scaling = self.alpha / self.rank
         w = base.weight
@@ -72,10 +61,7 @@ class LoRALinear(nn.Module):
     def _add_to_base(self, sign: float) -> None:
         d = self.delta().detach() * sign  # [out, in]
         with torch.no_grad():
-            if _is_conv1d(self.base):
-                self.base.weight += d.T  # Conv1D stores [in, out]
-            else:
-                self.base.weight += d
+            self.base.weight += as_weight_layout(self.base, d.T)  # d.T is [in, out]
 
     def merge(self) -> None:
         if not self.merged:
@@ -111,7 +97,7 @@ def linear_targets(model: nn.Module, where: str = "attn") -> list[str]:
     names = []
     for root in roots:
         for sub, mod in model.get_submodule(root).named_modules():
-            if sub and (isinstance(mod, nn.Linear) or _is_conv1d(mod)):
+            if sub and (isinstance(mod, nn.Linear) or is_conv1d(mod)):
                 names.append(f"{root}.{sub}")
     return names
 

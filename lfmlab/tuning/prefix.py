@@ -13,17 +13,18 @@ prefix steers every layer directly. Li & Liang found optimising P directly unsta
 for real words (the paper's §7.2 finding that real-word initialisation helps).
 
 The prefix enters through the transformers key/value cache (``cache``; ``past_key_values``
-before transformers 5.24), which every causal LM accepts, so GPT-2, GPT-NeoX and Llama work alike; layer counts and head sizes come
-from :func:`lfmlab.zoo.layers`. Positions of the real tokens start at n, as in peft.
+before transformers 5.24), which every causal LM accepts, so GPT-2, GPT-NeoX and Llama work alike;
+layer counts and head sizes come from :func:`lfmlab.zoo.layers`. Positions of the real tokens start at n, as in peft.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from lfmlab.lm import cache_kwarg, output_cache
+from lfmlab.core.lm import cache_kwarg, output_cache
+from lfmlab.core.params import count, device_of, frozen_copy
 from lfmlab.tuning.prompt import Output
-from lfmlab.tuning.train import Callback, TrainConfig, TuneResult, count, fit, frozen_copy
+from lfmlab.tuning.train import Callback, TrainConfig, TuneResult, fit
 
 __all__ = ["PrefixLM", "add_prefix", "prefix_tuning", "bake", "word_init"]
 
@@ -42,7 +43,7 @@ def word_init(model: nn.Module, n_prefix: int, seed: int = 0) -> torch.Tensor:
     """Keys and values of n random vocabulary tokens, flattened to the prefix layout [n, 2 L H hd]."""
     L, H, hd = _kv_shape(model)
     g = torch.Generator().manual_seed(seed)
-    device = next(model.parameters()).device
+    device = device_of(model)
     ids = torch.randint(0, model.get_input_embeddings().weight.shape[0], (1, n_prefix), generator=g).to(device)
     cache = output_cache(model(input_ids=ids, use_cache=True))
     kv = []
@@ -93,7 +94,9 @@ class PrefixLM(nn.Module):
         B = input_ids.shape[0]
         mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
         full = torch.cat([torch.ones(B, self.n_prefix, dtype=mask.dtype, device=mask.device), mask], dim=1)
-        out = self.base(input_ids=input_ids, attention_mask=full, use_cache=False, **{cache_kwarg(self.base): self.past(B)})
+        out = self.base(
+            input_ids=input_ids, attention_mask=full, use_cache=False, **{cache_kwarg(self.base): self.past(B)}
+        )
         return Output(out.logits)  # [B, T, V], aligned with input_ids
 
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lfmlab.tuning.train import Callback, TrainConfig, TuneResult, count, fit, frozen_copy
+from lfmlab.core.params import count, frozen_copy
+from lfmlab.tuning.train import Callback, TrainConfig, TuneResult, fit
 
 __all__ = ["SoftPrompt", "SoftPromptLM", "Output", "init_prompt", "add_prompt", "prompt_tuning"]
 

@@ -14,8 +14,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lfmlab.core.params import count, frozen_copy
 from lfmlab.tuning.prompt import SoftPrompt, SoftPromptLM
-from lfmlab.tuning.train import Callback, TrainConfig, TuneResult, count, fit, frozen_copy
+from lfmlab.tuning.train import Callback, TrainConfig, TuneResult, fit
 
 __all__ = ["PromptEncoder", "add_ptuning", "ptuning", "bake"]
 
@@ -46,7 +47,9 @@ class PromptEncoder(nn.Module):
         return self.mlp_head(e)[0]
 
 
-def add_ptuning(model: nn.Module, n_tokens: int = 8, hidden: int = 64, kind: str = "mlp", seed: int = 0) -> SoftPromptLM:
+def add_ptuning(
+    model: nn.Module, n_tokens: int = 8, hidden: int = 64, kind: str = "mlp", seed: int = 0
+) -> SoftPromptLM:
     """A frozen copy of ``model`` reading a prompt computed by a trainable :class:`PromptEncoder`."""
     from lfmlab.tuning.prompt import init_prompt
 

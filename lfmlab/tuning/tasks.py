@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lfmlab import lm
+from lfmlab.core import lm
+from lfmlab.core.params import device_of
 
 __all__ = ["LMData", "ChoiceData", "ClassData", "QATask", "ClassTask", "EncoderClassifier", "QA_RELATIONS", "qa_prompt",
            "world_qa", "country_continent", "random_like", "lm_loss", "row_losses", "encoder_targets",
@@ -60,7 +61,7 @@ def row_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class LMData:
-    """Pre-tokenised (prompt, target) pairs: ``batch`` is an :class:`lfmlab.lm.PairBatch` [N, T].
+    """Pre-tokenised (prompt, target) pairs: ``batch`` is an :class:`lfmlab.core.lm.PairBatch` [N, T].
 
     ``lengths`` [N] (CPU) holds each row's real length, so a minibatch is trimmed to its own
     width without a device sync.
@@ -156,7 +157,9 @@ class ChoiceData:
         missing = sorted(set(targets) - set(cands))
         if missing:
             raise ValueError(f"targets {missing[:3]} are not among the candidates")
-        pairs = LMData.build(tokenizer, [p for p in prompts for _ in cands], [c for _ in prompts for c in cands], device)
+        pairs = LMData.build(
+            tokenizer, [p for p in prompts for _ in cands], [c for _ in prompts for c in cands], device
+        )
         return cls(pairs, cands, torch.tensor([cands.index(t) for t in targets]))
 
     def __len__(self) -> int:
@@ -232,7 +235,9 @@ def world_qa(tokenizer, relations: Sequence[str] = QA_RELATIONS, train_share: fl
             if templates == "trained":
                 qs = [w.question(f.subject, f.relation, question)]
             elif templates == "other":
-                qs = [w.question(f.subject, f.relation, i) for i in range(len(w.questions[f.relation])) if i != question]
+                qs = [
+                    w.question(f.subject, f.relation, i) for i in range(len(w.questions[f.relation])) if i != question
+                ]
             else:
                 qs = None
             if qs is None:
@@ -266,7 +271,7 @@ class EncoderClassifier(nn.Module):
         with torch.no_grad():
             self.head.weight.copy_(torch.randn(n_classes, d, generator=g) * d ** -0.5)
             self.head.bias.zero_()
-        self.head.to(next(encoder.parameters()).device)
+        self.head.to(device_of(encoder))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **_) -> torch.Tensor:
         from lfmlab.zoo.minilm import mean_pool
@@ -355,7 +360,7 @@ def random_like(model: nn.Module, seed: int = 0) -> nn.Module:
     with torch.random.fork_rng(devices=[]):  # seeded, without touching the caller's random state
         torch.manual_seed(seed)
         fresh = type(model)(copy.deepcopy(model.config))
-    return fresh.to(next(model.parameters()).device).eval()
+    return fresh.to(device_of(model)).eval()
 
 
 def encoder_targets(model: nn.Module) -> list[str]:

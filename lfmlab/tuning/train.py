@@ -10,15 +10,16 @@ time, the survey's point in §2.1.2 (adapters add a delay, a merged LoRA does no
 """
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
 
-__all__ = ["TrainConfig", "TuneResult", "fit", "frozen_copy", "unfreeze", "count", "latency", "latencies",
+from lfmlab.core.schedules import warmup
+
+__all__ = ["TrainConfig", "TuneResult", "fit", "latency", "latencies",
            "latency_ratios", "flops", "Callback"]
 
 Callback = Callable[[int, float], None]  # (step, loss) -> None, e.g. a live loss plot
@@ -68,36 +69,6 @@ class TuneResult:
                 f"{self.base:,}{last}, {self.seconds:.1f}s)")
 
 
-def count(params: Iterable[nn.Parameter] | nn.Module, trainable_only: bool = False) -> int:
-    """Number of scalars in ``params`` (or a module's parameters; optionally only trainable ones)."""
-    if isinstance(params, nn.Module):
-        params = params.parameters()
-    return sum(p.numel() for p in params if p.requires_grad or not trainable_only)
-
-
-def frozen_copy(model: nn.Module) -> nn.Module:
-    """A deep copy of ``model`` with every parameter frozen (the starting point of every method)."""
-    new = copy.deepcopy(model)
-    for p in new.parameters():
-        p.requires_grad_(False)
-    return new
-
-
-def unfreeze(model: nn.Module, prefixes: Sequence[str] = ()) -> list[str]:
-    """Make parameters whose name starts with one of ``prefixes`` trainable; returns their names.
-
-    Methods use it for parts that must learn whatever the method (a new task head, say).
-    """
-    names = []
-    for name, p in model.named_parameters():
-        if prefixes and name.startswith(tuple(prefixes)):
-            p.requires_grad_(True)
-            names.append(name)
-    if prefixes and not names:
-        raise ValueError(f"no parameter name starts with any of {list(prefixes)}")
-    return names
-
-
 def fit(model: nn.Module, data, config: TrainConfig | None = None, callback: Callback | None = None,
         params: Sequence[nn.Parameter] | None = None, loss_fn: Callable | None = None,
         desc: str = "tuning") -> tuple[list[float], float]:
@@ -108,9 +79,8 @@ def fit(model: nn.Module, data, config: TrainConfig | None = None, callback: Cal
     The model is in train mode while it learns and in eval mode on return. ``lr = 0`` is the
     null run of a method: the same steps and losses, parameters that never move.
     """
-    from lfmlab.progress import progress
-
     from lfmlab import validate
+    from lfmlab.progress import progress
 
     cfg = config or TrainConfig()
     validate.number("lr", cfg.lr, 0.0, None, fix="A learning rate is a finite number ≥ 0, e.g. 1e-3.")
@@ -123,7 +93,7 @@ def fit(model: nn.Module, data, config: TrainConfig | None = None, callback: Cal
     loss_fn = loss_fn or data.loss
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     warm = max(1, int(cfg.warmup * cfg.steps))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm))
+    sched = warmup(opt, warm)
     g = torch.Generator().manual_seed(cfg.seed)
     n, bs = len(data), min(cfg.batch_size, len(data))
     order, pos = torch.randperm(n, generator=g), 0

@@ -20,21 +20,9 @@ from typing import Callable, Mapping, Sequence
 import torch
 from torch import nn
 
-__all__ = ["interpolate_states", "wise_ft", "WiseCurve", "alpha_curve"]
+from lfmlab.core.state import interpolate
 
-
-def interpolate_states(theta0: Mapping[str, torch.Tensor], theta1: Mapping[str, torch.Tensor],
-                       alpha: float) -> dict[str, torch.Tensor]:
-    """θ_α = (1 − α) θ_0 + α θ_1 for floating-point entries; other entries are taken from θ_0."""
-    if set(theta0) != set(theta1):
-        raise ValueError("the two models do not have the same parameters: WiSE-FT needs one architecture")
-    out = {}
-    for k, v0 in theta0.items():
-        v1 = theta1[k]
-        if v0.shape != v1.shape:
-            raise ValueError(f"{k}: shapes {tuple(v0.shape)} and {tuple(v1.shape)} differ")
-        out[k] = torch.lerp(v0, v1.to(v0), float(alpha)) if torch.is_floating_point(v0) else v0.clone()
-    return out
+__all__ = ["wise_ft", "WiseCurve", "alpha_curve"]
 
 
 def wise_ft(zero_shot: nn.Module, fine_tuned: nn.Module, alpha: float = 0.5) -> nn.Module:
@@ -42,7 +30,7 @@ def wise_ft(zero_shot: nn.Module, fine_tuned: nn.Module, alpha: float = 0.5) -> 
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     new = copy.deepcopy(zero_shot)
-    new.load_state_dict(interpolate_states(zero_shot.state_dict(), fine_tuned.state_dict(), alpha))
+    new.load_state_dict(interpolate(zero_shot.state_dict(), fine_tuned.state_dict(), alpha))
     return new.eval()
 
 
@@ -75,7 +63,7 @@ def alpha_curve(zero_shot: nn.Module, fine_tuned: nn.Module, alphas: Sequence[fl
     t1 = {k: v.detach().clone() for k, v in fine_tuned.state_dict().items()}
     scores: dict[str, list[float]] = {name: [] for name in evals}
     for a in alphas:
-        work.load_state_dict(interpolate_states(t0, t1, a))
+        work.load_state_dict(interpolate(t0, t1, a))
         for name, fn in evals.items():
             scores[name].append(float(fn(work)))
     return WiseCurve([float(a) for a in alphas], scores)

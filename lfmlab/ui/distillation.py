@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from traitlets import Float, Int, Unicode
 
+from lfmlab.core.params import device_of, evaluating
 from lfmlab.distill import adversarial, dafl, deepinversion, fast, kd, zskd
 from lfmlab.distill.common import TERMS, DistillResult, Weights
 from lfmlab.ui.panel import BadInput, Panel
@@ -228,11 +229,8 @@ class DistillPanel(Panel):
     @torch.no_grad()
     def _show_images(self, images: torch.Tensor, labels: torch.Tensor | None, title: str | None = None) -> None:
         if labels is None:
-            dev = next(self.teacher.parameters()).device
-            was = self.teacher.training
-            self.teacher.eval()
-            labels = self.teacher(images.to(dev)).argmax(-1).cpu()
-            self.teacher.train(was)
+            with evaluating(self.teacher):
+                labels = self.teacher(images.to(device_of(self.teacher))).argmax(-1).cpu()
         with self.grid_fig.batch_update():
             self.grid_fig.data[0].z = class_grid(images, labels)
             self.grid_fig.layout.title = f"synthetic images by teacher label 0-9{' (' + title + ')' if title else ''}"

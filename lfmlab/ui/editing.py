@@ -14,7 +14,8 @@ import matplotlib.pyplot as plt
 import torch
 from traitlets import Enum, Int, Unicode
 
-from lfmlab import lm
+from lfmlab.core import lm
+from lfmlab.core.params import device_of
 from lfmlab.data.world import EditRequest, World
 from lfmlab.editing import metrics, trace
 from lfmlab.editing.base import EditResult, applied
@@ -98,7 +99,9 @@ class EditorPanel(Panel):
         with applied(self.model, res.deltas):
             scored = editor if hasattr(editor, "add") else self.model
             after = self._answers(scored, prompts, request)
-            scores = metrics.score_one(scored, self.tokenizer, request, ref.neighbour_argmax[0], ref.same_subject_hit[0])
+            scores = metrics.score_one(
+                scored, self.tokenizer, request, ref.neighbour_argmax[0], ref.same_subject_hit[0]
+            )
         rows = [(kind, p, b[0], a[0], b[1], a[1]) for (kind, p), b, a in zip(prompts, before, after)]
         return EditOutcome(request, self.method, rows, scores, res.seconds)
 
@@ -120,9 +123,11 @@ class EditorPanel(Panel):
             f"<tr><td>{k}</td><td>{html.escape(p)}</td><td>{html.escape(b)}</td>"
             f"<td><b>{html.escape(a)}</b></td><td>{pb:.3f} → {pa:.3f}</td></tr>"
             for k, p, b, a, pb, pa in result.rows)
-        self.table.value = (f"<p>edit: <i>{html.escape(result.request.prompt)}</i> "
-                            f"{html.escape(result.request.target_true)} → <b>{html.escape(result.request.target_new)}</b>"
-                            f" ({result.method}, {result.seconds:.1f}s)</p><table>{head}{body}</table>")
+        self.table.value = (
+            f"<p>edit: <i>{html.escape(result.request.prompt)}</i> "
+            f"{html.escape(result.request.target_true)} → <b>{html.escape(result.request.target_new)}</b>"
+            f" ({result.method}, {result.seconds:.1f}s)</p><table>{head}{body}</table>"
+        )
         self.probe = result.request.prompt
         self.show_probe()
 
@@ -164,7 +169,7 @@ class EditorPanel(Panel):
     def _memory_top_k(self, editor) -> list[tuple[str, float]]:
         """Top-k of a memory-based editor (it routes on the whole probe as its prompt)."""
         ids = lm.encode_prompt(self.tokenizer, self.probe)
-        seq = torch.tensor([ids], device=next(self.model.parameters()).device)
+        seq = torch.tensor([ids], device=device_of(self.model))
         extra = {"prompt_len": torch.tensor([len(ids)])} if getattr(editor, "needs_prompt_len", False) else {}
         probs = editor(input_ids=seq, attention_mask=torch.ones_like(seq), **extra).logits[0, -1].float().softmax(-1)
         values, idx = probs.topk(self.k)
@@ -186,10 +191,20 @@ class TracePanel(Panel):
         self.model, self.tokenizer, self.world = model, tokenizer, world
 
     def controls(self):
-        return [W.HBox([self.bind(W.Text(description="subject"), "subject"),
-                        self.bind(W.Dropdown(options=list(self.world.relations), description="relation"), "relation")]),
-                W.HBox([self.bind(W.IntSlider(description="noise samples", min=1, max=50), "samples"),
-                        self.bind(W.Dropdown(options=["all", "hidden", "mlp", "attn"], description="restore"), "kind")])]
+        return [
+            W.HBox(
+                [
+                    self.bind(W.Text(description="subject"), "subject"),
+                    self.bind(W.Dropdown(options=list(self.world.relations), description="relation"), "relation"),
+                ]
+            ),
+            W.HBox(
+                [
+                    self.bind(W.IntSlider(description="noise samples", min=1, max=50), "samples"),
+                    self.bind(W.Dropdown(options=["all", "hidden", "mlp", "attn"], description="restore"), "kind"),
+                ]
+            ),
+        ]
 
     def check(self):
         try:

@@ -19,9 +19,9 @@ from torch import nn
 from traitlets import Float, Int, Tuple, Unicode
 
 from lfmlab import validate
+from lfmlab.core.state import functional_eval, merge_keys, state_of
 from lfmlab.reuse import connectivity, merging, rebasin
 from lfmlab.reuse.interpolate import path_states
-from lfmlab.reuse.state import functional_eval, merge_keys, state_of
 from lfmlab.ui.panel import BadInput, Panel
 
 __all__ = ["InterpolationPanel", "MergeBenchPanel", "InterpolationResult", "BenchResult"]
@@ -83,12 +83,23 @@ class InterpolationPanel(Panel):
 
     def controls(self):
         names = list(self.models)
-        return [W.HBox([self.bind(W.Dropdown(options=names, description="model A"), "model_a"),
-                        self.bind(W.Dropdown(options=names, description="model B"), "model_b"),
-                        self.bind(W.Dropdown(options=["test", "val", "train"], description="split"), "split")]),
-                W.HBox([self.bind(W.IntSlider(min=3, max=101, step=2, description="points"), "points"),
-                        self.bind(W.FloatSlider(min=0, max=1, step=0.02, description="α", continuous_update=True), "alpha")]),
-                W.HBox([self.loss_fig, self.acc_fig]), self.readout]
+        return [
+            W.HBox(
+                [
+                    self.bind(W.Dropdown(options=names, description="model A"), "model_a"),
+                    self.bind(W.Dropdown(options=names, description="model B"), "model_b"),
+                    self.bind(W.Dropdown(options=["test", "val", "train"], description="split"), "split"),
+                ]
+            ),
+            W.HBox(
+                [
+                    self.bind(W.IntSlider(min=3, max=101, step=2, description="points"), "points"),
+                    self.bind(W.FloatSlider(min=0, max=1, step=0.02, description="α", continuous_update=True), "alpha"),
+                ]
+            ),
+            W.HBox([self.loss_fig, self.acc_fig]),
+            self.readout,
+        ]
 
     def check(self):
         for name in (self.model_a, self.model_b):
@@ -155,8 +166,10 @@ class InterpolationPanel(Panel):
         for fig, j in ((self.loss_fig, 0), (self.acc_fig, 1)):
             set_line(fig, 2, [self.alpha], [p["naive"][j]])
             set_line(fig, 3, [self.alpha], [p["re-basin"][j]])
-        self.readout.value = (f"at α = {self.alpha:.2f}: naive loss {p['naive'][0]:.3f}, accuracy {p['naive'][1]:.3f} | "
-                              f"re-basin loss {p['re-basin'][0]:.3f}, accuracy {p['re-basin'][1]:.3f}")
+        self.readout.value = (
+            f"at α = {self.alpha:.2f}: naive loss {p['naive'][0]:.3f}, accuracy {p['naive'][1]:.3f} | "
+            f"re-basin loss {p['re-basin'][0]:.3f}, accuracy {p['re-basin'][1]:.3f}"
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -201,11 +214,31 @@ class MergeBenchPanel(Panel):
         self.table = W.HTML()
 
     def controls(self):
-        return [W.HBox([self.bind(W.SelectMultiple(options=list(self.pool.tasks), rows=min(8, len(self.pool.tasks)),
-                                                   description="tasks"), "tasks"),
-                        W.VBox([self.bind(W.Dropdown(options=list(merging.METHODS + merging.EXTRA), description="method"), "method"),
-                                self.bind(W.FloatSlider(min=0, max=2, step=0.05, description="λ", continuous_update=False), "lam")])]),
-                self.figure, self.table]
+        return [
+            W.HBox(
+                [
+                    self.bind(
+                        W.SelectMultiple(
+                            options=list(self.pool.tasks), rows=min(8, len(self.pool.tasks)), description="tasks"
+                        ),
+                        "tasks",
+                    ),
+                    W.VBox(
+                        [
+                            self.bind(
+                                W.Dropdown(options=list(merging.METHODS + merging.EXTRA), description="method"),
+                                "method",
+                            ),
+                            self.bind(
+                                W.FloatSlider(min=0, max=2, step=0.05, description="λ", continuous_update=False), "lam"
+                            ),
+                        ]
+                    ),
+                ]
+            ),
+            self.figure,
+            self.table,
+        ]
 
     def check(self):
         if len(self.tasks) < 2:
@@ -214,7 +247,9 @@ class MergeBenchPanel(Panel):
         if unknown:
             raise BadInput(f"Tasks {unknown} are not in the pool; it has {', '.join(self.pool.tasks)}.")
         if self.method not in merging.METHODS + merging.EXTRA:
-            raise BadInput(f"Unknown method {self.method!r}: choose one of {', '.join(merging.METHODS + merging.EXTRA)}.")
+            raise BadInput(
+                f"Unknown method {self.method!r}: choose one of {', '.join(merging.METHODS + merging.EXTRA)}."
+            )
         if self.method in self.USES_LAMBDA:
             validate.number("λ", self.lam, 0.0, 2.0, lo_open=True, fix="Set λ on the slider, e.g. 0.3.")
         if self.method in self.USES_LAMBDA and self.lam <= 0:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from traitlets import Float, Int, Unicode
 
+from lfmlab.core.params import device_of
 from lfmlab.data import digits as data
 from lfmlab.meta import maml, protonet, sinusoid
 from lfmlab.meta.common import cross_entropy, mse
@@ -90,13 +91,25 @@ class SinusoidPanel(Panel):
         self.observe(self.guard(lambda _: self.show_step()), names=["step"])
 
     def controls(self) -> list[W.Widget]:
-        return [W.HBox([self.bind(W.IntSlider(min=1, max=50, description="K shots"), "k_shot"),
-                        self.bind(W.IntSlider(min=0, max=50, description="steps"), "steps"),
-                        self.bind(W.FloatLogSlider(min=-4, max=0, step=0.1, description="lr α", readout_format=".4f"), "lr")]),
-                W.HBox([self.bind(W.IntText(description="task seed", layout=W.Layout(width="180px")), "task_seed"),
-                        _new_task_button(self, "task_seed", "New task"),
-                        self.bind(W.IntSlider(min=0, max=50, description="show step", continuous_update=True), "step")]),
-                W.HBox([self.curve_fig, self.mse_fig])]
+        return [
+            W.HBox(
+                [
+                    self.bind(W.IntSlider(min=1, max=50, description="K shots"), "k_shot"),
+                    self.bind(W.IntSlider(min=0, max=50, description="steps"), "steps"),
+                    self.bind(
+                        W.FloatLogSlider(min=-4, max=0, step=0.1, description="lr α", readout_format=".4f"), "lr"
+                    ),
+                ]
+            ),
+            W.HBox(
+                [
+                    self.bind(W.IntText(description="task seed", layout=W.Layout(width="180px")), "task_seed"),
+                    _new_task_button(self, "task_seed", "New task"),
+                    self.bind(W.IntSlider(min=0, max=50, description="show step", continuous_update=True), "step"),
+                ]
+            ),
+            W.HBox([self.curve_fig, self.mse_fig]),
+        ]
 
     def check(self) -> None:
         if not 0 < self.lr <= 0.2:
@@ -104,7 +117,7 @@ class SinusoidPanel(Panel):
                            f"regressor diverges (amplitudes up to 5 make big gradients). Try 0.01.")
 
     def compute(self) -> SinusoidResult:
-        dev = next(next(iter(self.models.values())).parameters()).device
+        dev = device_of(next(iter(self.models.values())))
         task = sinusoid.sample(1, self.k_shot, 1, torch.Generator().manual_seed(self.task_seed), dev)
         grid = torch.linspace(*sinusoid.X_RANGE, 200, device=dev)[:, None]            # [G, 1]
         truth = task.curve(grid)[0]                                                   # [G, 1]
@@ -204,12 +217,16 @@ class FewShotPanel(Panel):
 
     def check(self) -> None:
         if self.learner not in self.finetune and self.learner not in self.metric:
-            raise BadInput(f"unknown learner {self.learner!r}: choose one of {', '.join([*self.finetune, *self.metric])}")
+            raise BadInput(
+                f"unknown learner {self.learner!r}: choose one of {', '.join([*self.finetune, *self.metric])}"
+            )
         if self.k_shot + self.n_query > self.smallest:
             raise BadInput(f"K shots + queries per class = {self.k_shot + self.n_query}, but the smallest class of "
                            f"this split has {self.smallest} images: lower one of them.")
         if self.learner in self.finetune and not 0 < self.lr <= 3:
-            raise BadInput(f"lr α = {self.lr:g} is outside (0, 3]: try 0.4, the value the MAML learner was trained with.")
+            raise BadInput(
+                f"lr α = {self.lr:g} is outside (0, 3]: try 0.4, the value the MAML learner was trained with."
+            )
 
     def compute(self) -> FewShotResult:
         g = torch.Generator().manual_seed(self.episode_seed)
@@ -217,12 +234,16 @@ class FewShotPanel(Panel):
         sx, sy, qx, qy = (t[0] for t in ep)
         if self.learner in self.finetune:
             model = self.finetune[self.learner]
-            trace = maml.adaptation_trace(model, sx, sy, qx, cross_entropy, self.steps, self.lr)   # [steps + 1, Q, n_way]
+            trace = maml.adaptation_trace(
+                model, sx, sy, qx, cross_entropy, self.steps, self.lr
+            )  # [steps + 1, Q, n_way]
             predicted = trace[-1].argmax(-1)
             accuracy = (trace.argmax(-1) == qy).float().mean(1)
         else:
             with torch.no_grad():
-                logits = protonet.logits(self.metric[self.learner], (ep.support_x, ep.support_y, ep.query_x, None), self.n_way)
+                logits = protonet.logits(
+                    self.metric[self.learner], (ep.support_x, ep.support_y, ep.query_x, None), self.n_way
+                )
             predicted = logits[0].argmax(-1)
             accuracy = (predicted == qy).float().mean()[None]
         return FewShotResult(self.learner, sx[:, 0].cpu(), sy.cpu(), qx[:, 0].cpu(), qy.cpu(), predicted.cpu(),

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import ipywidgets as W
 from traitlets import Int, Unicode
 
-from lfmlab import lm
+from lfmlab.core import lm
 from lfmlab.ui.panel import BadInput, Panel
 from lfmlab.ui.plots import bar_widget, set_bars
 

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import ipywidgets as W
 from traitlets import Float, Int, Unicode
 
-from lfmlab import lm, validate
+from lfmlab import validate
+from lfmlab.core import lm
 from lfmlab.data import world as world_data
 from lfmlab.data.world import Fact
 from lfmlab.retrieval import knnlm

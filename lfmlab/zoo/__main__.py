@@ -1,4 +1,9 @@
-"""``python -m lfmlab.zoo list | train NAME [--smoke] [--out DIR] [--seed N] | verify``."""
+"""``python -m lfmlab.zoo list | train NAME [--smoke] [--out DIR] [--seed N] | verify``.
+
+The zoo never imports a method area. A step that measures a trained model with a method (world-lm's
+causal-tracing profile, which picks the layer that locate-and-edit methods edit) is its own command,
+which ``train`` prints when it is done (:data:`AFTER_TRAINING`).
+"""
 from __future__ import annotations
 
 import argparse
@@ -8,46 +13,8 @@ from pathlib import Path
 
 import lfmlab  # noqa: F401  (sets OMP_WAIT_POLICY before torch)
 
-
-def trace_world_lm(folder: Path, card, n: int = 60, samples: int = 10):
-    """Put world-lm's causal-tracing profile on its card: the average indirect effect per layer
-    of restoring the MLP / attention / hidden state at the subject's last token, over ``n``
-    train facts it recalls. It picks the layer that locate-and-edit methods should edit.
-
-    This lives in the command line (an application above every layer), not in the recipe:
-    the zoo itself never imports a method module.
-    """
-    import random
-
-    from transformers import AutoTokenizer, GPT2LMHeadModel
-
-    from lfmlab import lm
-    from lfmlab.data import world as world_data
-    from lfmlab.editing.trace import profile
-    from lfmlab.zoo.card import record
-
-    w = world_data.load()
-    model, tok = GPT2LMHeadModel.from_pretrained(folder).eval(), AutoTokenizer.from_pretrained(folder)
-    facts = w.facts_of(split="train")
-    random.Random(0).shuffle(facts)
-    cases = []
-    for f in facts:
-        prompt = w.prompt(f.subject, f.relation)
-        if lm.exact_match(model, tok, [prompt], [f.object]) == 1.0:
-            cases.append((prompt, f.subject, f.object))
-        if len(cases) == n:
-            break
-    start = time.perf_counter()
-    card.notes["causal_trace"] = {**profile(model, tok, cases, samples=samples),
-                                  "seconds": round(time.perf_counter() - start, 1),
-                                  "how": f"{n} recalled train facts, template 0, {samples} noise samples, "
-                                         "noise 3x embedding std, window 1"}
-    files = [p.name for p in Path(folder).iterdir() if p.name != "card.json"]
-    print(f"causal trace: best MLP layer {card.notes['causal_trace']['best_mlp_layer']}")
-    return record(folder, card, files)
-
-
-AFTER_TRAINING = {"world-lm": trace_world_lm}
+# what to run after a recipe: a command that records a measurement on the new card
+AFTER_TRAINING = {"world-lm": "python -m lfmlab.editing.trace {out}   (puts the causal-tracing profile on the card)"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,10 +51,10 @@ def main(argv: list[str] | None = None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         card = owners[args.name].train(args.name, out, smoke=args.smoke, seed=args.seed)
-        if args.name in AFTER_TRAINING:
-            card = AFTER_TRAINING[args.name](out, card)
         print(card)
         print(f"trained {args.name} in {time.perf_counter() - start:.1f}s -> {out}")
+        if args.name in AFTER_TRAINING:
+            print(f"next: {AFTER_TRAINING[args.name].format(out=out)}")
     return 0
 
 

@@ -35,7 +35,6 @@ of a recipe is ``--seed`` (default 0), and ``1000 * seed + i`` for ``digits-mlp-
 """
 from __future__ import annotations
 
-import math
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,6 +43,8 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch import nn
 
+from lfmlab.core.params import device_of, evaluating
+from lfmlab.core.schedules import cosine
 from lfmlab.zoo.card import ModelCard, record
 
 __all__ = ["NAMES", "load", "train", "build", "DigitsCNN", "DigitsMLP", "accuracy", "RECIPES",
@@ -199,17 +200,13 @@ def build(name_or_recipe: str | dict[str, Any], seed: int | None = None) -> nn.M
 @torch.no_grad()
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
     """Top-1 accuracy of ``model`` (put in eval mode, restored afterwards) on x [N, 1, 8, 8], y [N]."""
-    was_training = model.training
-    model.eval()
-    try:
-        dev = next(model.parameters()).device
+    with evaluating(model):
+        dev = device_of(model)
         correct = 0
         for i in range(0, len(y), batch_size):
             logits = model(x[i:i + batch_size].to(dev))
             correct += int((logits.argmax(-1) == y[i:i + batch_size].to(dev)).sum())
         return correct / max(len(y), 1)
-    finally:
-        model.train(was_training)
 
 
 @contextmanager
@@ -234,7 +231,7 @@ def _fit(model: nn.Module, split, recipe: dict[str, Any], epochs: int, generator
     opt = torch.optim.AdamW(model.parameters(), lr=recipe["lr"], weight_decay=recipe["weight_decay"])
     batches = split.loader(recipe["batch_size"], shuffle=True, generator=generator)
     total = max(epochs * len(batches), 1)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5 * (1 + math.cos(math.pi * step / total)))
+    sched = cosine(opt, total)
     losses = []
     model.train()
     for _ in range(epochs):

@@ -39,7 +39,12 @@ def load(name: str):
 def random_model(arch: str = "gpt2", seed: int = 0, **sizes: int):
     """A randomly initialised causal LM of a hub architecture: ``gpt2``, ``gpt_neox`` or ``llama``."""
     import torch
-    from transformers import GPT2Config, GPTNeoXConfig, LlamaConfig, AutoModelForCausalLM
+    from transformers import (
+        AutoModelForCausalLM,
+        GPT2Config,
+        GPTNeoXConfig,
+        LlamaConfig,
+    )
 
     s = {**TINY, **sizes}
     if arch == "gpt2":

@@ -89,6 +89,30 @@ def weight_in_out(mod: nn.Module) -> torch.Tensor:
     """
     if isinstance(mod, nn.Linear):
         return mod.weight.data.T
-    if type(mod).__name__ == "Conv1D":
+    if is_conv1d(mod):
         return mod.weight.data
+    raise TypeError(f"expected nn.Linear or Conv1D, got {type(mod).__name__}")
+
+
+def is_conv1d(mod: nn.Module) -> bool:
+    """Whether ``mod`` is transformers' GPT-2 ``Conv1D`` (y = x W + b, W stored ``[in, out]``)."""
+    return type(mod).__name__ == "Conv1D"
+
+
+def as_weight_layout(mod: nn.Module, in_out: torch.Tensor) -> torch.Tensor:
+    """A matrix given as ``[in, out]`` (an update, say) in the layout ``mod.weight`` stores:
+    unchanged for ``Conv1D``, transposed for ``nn.Linear``. The inverse of :func:`weight_in_out`."""
+    if is_conv1d(mod):
+        return in_out
+    if isinstance(mod, nn.Linear):
+        return in_out.T
+    raise TypeError(f"expected nn.Linear or Conv1D, got {type(mod).__name__}")
+
+
+def in_out_features(mod: nn.Module) -> tuple[int, int]:
+    """(in, out) sizes of a linear map, whichever layout stores it."""
+    if is_conv1d(mod):
+        return mod.weight.shape[0], mod.weight.shape[1]
+    if isinstance(mod, nn.Linear):
+        return mod.in_features, mod.out_features
     raise TypeError(f"expected nn.Linear or Conv1D, got {type(mod).__name__}")

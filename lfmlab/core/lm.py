@@ -20,10 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lfmlab import validate
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
+from lfmlab.core.params import device_of
 
 
 def right_pad(sequences, pad_id: int = 0, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,19 +99,51 @@ def pair_batch(tokenizer, prompts: list[str], targets: list[str],
     return batch.to(device) if device is not None else batch
 
 
+@dataclass
+class TokenLogprobs:
+    """Teacher-forced log-probabilities of the target tokens of a batch, position t predicting
+    labels[:, t + 1]: ``logp`` [B, T-1] (0 where no target), ``is_target`` [B, T-1], ``top`` [B, T-1]
+    (the argmax token), ``labels`` [B, T-1] (the shifted labels, -100 where no target)."""
+
+    logp: torch.Tensor
+    is_target: torch.Tensor
+    top: torch.Tensor
+    labels: torch.Tensor
+
+    @property
+    def total(self) -> torch.Tensor:
+        """Σ_t log p(y_t | y_<t, x) per sequence [B] (ROME's and EasyEdit's metrics; not length-normalised)."""
+        return self.logp.sum(-1)
+
+    @property
+    def exact(self) -> torch.Tensor:
+        """[B] bool: every target token is the argmax, i.e. greedy decoding produces the whole target."""
+        return ((self.top == self.labels) | ~self.is_target).all(-1)
+
+    @property
+    def token_accuracy(self) -> torch.Tensor:
+        """[B] share of target tokens that are the argmax (EasyEdit's token accuracy)."""
+        return ((self.top == self.labels) & self.is_target).sum(-1) / self.is_target.sum(-1)
+
+
+def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> TokenLogprobs:
+    """The one target log-probability computation of lfmlab, from logits [B, T, V] and labels [B, T]
+    (-100 where a position is not a target; a causal LM's position t predicts token t + 1)."""
+    shift_logits, shift_labels = logits[:, :-1].float(), labels[:, 1:]
+    is_target = shift_labels != -100
+    safe = shift_labels.clamp_min(0)
+    logp = F.log_softmax(shift_logits, dim=-1).gather(-1, safe.unsqueeze(-1)).squeeze(-1) * is_target
+    return TokenLogprobs(logp, is_target, shift_logits.argmax(-1), shift_labels)
+
+
 def target_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sequence target log-probability and exact match from logits [B, T, V], labels [B, T].
 
     Returns (logprob_sum [B], exact [B] bool): exact means every target token is the argmax
     under teacher forcing, i.e. greedy decoding would produce the whole target.
     """
-    shift_logits, shift_labels = logits[:, :-1], labels[:, 1:]
-    is_target = shift_labels != -100
-    safe = shift_labels.clamp_min(0)
-    logp = F.log_softmax(shift_logits.float(), dim=-1)
-    tok_logp = logp.gather(-1, safe.unsqueeze(-1)).squeeze(-1) * is_target
-    hit = (shift_logits.argmax(-1) == safe) | ~is_target
-    return tok_logp.sum(-1), hit.all(-1)
+    tok = token_logprobs(logits, labels)
+    return tok.total, tok.exact
 
 
 @dataclass
@@ -134,7 +163,7 @@ class Scores:
 def score(model: nn.Module, tokenizer, prompts: list[str], targets: list[str],
           batch_size: int = 128) -> Scores:
     """Teacher-forced scores of ``targets`` after ``prompts`` (on the model's device, CPU result)."""
-    device = _model_device(model)
+    device = device_of(model)
     out_lp, out_n, out_ex = [], [], []
     for i in range(0, len(prompts), batch_size):
         b = pair_batch(tokenizer, prompts[i:i + batch_size], targets[i:i + batch_size], device)
@@ -161,7 +190,7 @@ def exact_match(model: nn.Module, tokenizer, prompts: list[str], targets: list[s
 def next_token_probs(model: nn.Module, tokenizer, prompts: list[str]) -> torch.Tensor:
     """Next-token distributions [N, V] after each prompt (right-padded batch)."""
     ids = [encode_prompt(tokenizer, p) for p in prompts]
-    device = _model_device(model)
+    device = device_of(model)
     input_ids, mask = right_pad(ids, device=device)
     logits = model(input_ids=input_ids, attention_mask=mask).logits
     last = torch.tensor([len(s) - 1 for s in ids], device=device)
@@ -228,7 +257,7 @@ def output_cache(output):
 def greedy(model: nn.Module, tokenizer, prompt: str, max_new_tokens: int = 8,
            stop_at: str = ".") -> str:
     """Greedy continuation of ``prompt`` (stops after ``stop_at`` or the end-of-text token)."""
-    device = _model_device(model)
+    device = device_of(model)
 
     def scores(ids: list[int]) -> torch.Tensor:
         seq = torch.tensor([ids], device=device)

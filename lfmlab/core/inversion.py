@@ -42,6 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lfmlab.core.params import device_of, frozen
+
 Classifier = nn.Module | Callable[[torch.Tensor], torch.Tensor]  # images [N, 1, 8, 8] -> logits [N, C]
 
 
@@ -117,25 +119,6 @@ def bn_statistics(model: Classifier) -> Iterator[list[torch.Tensor]]:
             h.remove()
 
 
-@contextmanager
-def frozen(model: Classifier) -> Iterator[None]:
-    """Eval mode and no parameter gradients while inside; both restored on exit."""
-    if not isinstance(model, nn.Module):
-        yield
-        return
-    was_training = model.training
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    model.eval()
-    for p, _ in flags:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        model.train(was_training)
-        for p, flag in flags:
-            p.requires_grad_(flag)
-
-
 def _offsets(jitter: int, generator: torch.Generator | None) -> tuple[int, int]:
     """A random shift (rows, columns) of at most ``jitter`` pixels, for the whole batch."""
     if jitter <= 0:
@@ -178,7 +161,7 @@ def synthesise(model: Classifier, targets: torch.Tensor, config: InversionConfig
     targets = torch.as_tensor(targets)
     n = int(targets.shape[0])
     if isinstance(model, nn.Module):
-        dev = next(model.parameters()).device
+        dev = device_of(model)
     else:
         dev = targets.device
     targets = targets.to(dev)
