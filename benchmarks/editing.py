@@ -16,9 +16,9 @@ import lfmlab  # noqa: F401  (OMP_WAIT_POLICY before torch)
 def main() -> None:
     import torch
 
-    from lfmlab import runtime, zoo
+    from lfmlab import editing, runtime, zoo
     from lfmlab.data import world
-    from lfmlab.editing import covariance, ft, grace, kn, memit, mend, rome
+    from lfmlab.editing import covariance, grace, memit, mend, rome
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--edits", type=int, default=20)
@@ -40,17 +40,14 @@ def main() -> None:
     C = covariance.key_covariance(model, tok, 0, use_disk=False)
     emit("rome-covariance", covariance.LAST.get("tokens", 0), time.perf_counter() - start, note="tokens, computed once")
     prefixes = rome.random_prefixes(model, tok, 10)  # once, as notebook 07 and ROME's own code do
-    editors = {
-        "ROME": lambda r: rome.edit(model, tok, r, cov=C, prefixes=prefixes),
-        "FT": lambda r: ft.edit(model, tok, r),
-        "FT-L": lambda r: ft.edit(model, tok, r, ft.FTL()),
-        "KN": lambda r: kn.edit(model, tok, r),
-    }
+    bench = editing.Workbench(model, tok, W, layer=0, covariances={0: C}, prefixes=prefixes)
+    editors = editing.editors(bench, {"ROME": None, "FT": None, "FT-L": None, "KN": None})  # the registry's
     per_edit = {}
-    for name, fn in editors.items():
+    for name, ed in editors.items():
         start = time.perf_counter()
         for r in reqs:
-            fn(r)
+            ed.add(r)            # one edit on the unedited model, then forgotten
+            ed.clear()
         per_edit[name] = (time.perf_counter() - start) / len(reqs)
         emit(name, len(reqs), per_edit[name] * len(reqs))
     emit("ROME / FT-L", len(reqs), per_edit["ROME"] * len(reqs), ratio=round(per_edit["ROME"] / per_edit["FT-L"], 2),

@@ -20,6 +20,7 @@ from lfmlab import zoo
 from lfmlab.data import world
 from lfmlab.editing import bench, covariance, mend, metrics, rome
 from lfmlab.editing.base import EditResult
+from lfmlab.editing.claims import CLAIMS  # noqa: F401  (read by the driver)
 
 NOTEBOOK = "07_model_editing"
 SEED = 0

@@ -21,6 +21,8 @@ import lfmlab  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch)
 # isort: split
 import torch
 
+from lfmlab.tuning.claims import CLAIMS  # noqa: F401  (read by the driver)
+
 NOTEBOOK = "02_model_tuning"
 SEED = 0
 ACC = "/held-out accuracy"

@@ -282,3 +282,57 @@ def test_batched_values_follow_each_requests_own_path(wlm, requests):
         alone, v_alone, info_alone = rome.compute_value(model, tok, r, prefixes, cfg)
         assert info["steps"] == info_alone["steps"] and torch.allclose(v0, v_alone, atol=1e-5)
         assert float((vs - alone).norm() / alone.norm()) < 1e-4
+
+
+# ---- one Editor interface and the registry ----------------------------------------------------
+
+def _wins(model, tok, r):
+    new = metrics.pair_stats(model, tok, [r.prompt], [r.target_new]).logprob
+    old = metrics.pair_stats(model, tok, [r.prompt], [r.target_true]).logprob
+    return bool(new > old)
+
+
+def test_the_registry_builds_every_cheap_editor_and_each_one_edits_and_restores(wlm, W, requests, cov):
+    from lfmlab import editing
+    from lfmlab.core.registry import MethodInfo
+
+    model, tok, r = wlm.model, wlm.tokenizer, requests[0]
+    assert all(isinstance(m, MethodInfo) and m.notebook == "07_model_editing" for m in editing.METHODS.values())
+    bench_ = editing.Workbench(model, tok, W, layer=0, covariances={0: cov})
+    eds = editing.editors(bench_, {"ROME": None, "FT-L": None, "GRACE": grace.GraceConfig(layer=3)})
+    assert list(eds) == ["FT-L", "ROME", "GRACE"]          # registry order
+    snap = snapshot(model)
+    assert not _wins(model, tok, r)
+    for name, ed in eds.items():                           # no branch on the editor's kind
+        with ed.applied(r) as edited:
+            assert _wins(edited, tok, r), name
+        assert unchanged(model, snap) and not _wins(model, tok, r), name
+    with pytest.raises(KeyError, match="unknown editors"):
+        editing.editors(bench_, {"ROME2": None})
+
+
+def test_a_delta_editor_stacks_sequential_edits_and_clear_forgets_them(wlm, W, requests, cov):
+    from lfmlab import editing
+
+    model, tok = wlm.model, wlm.tokenizer
+    ed = editing.editors(editing.Workbench(model, tok, W, covariances={0: cov}), {"ROME": None})["ROME"]
+    snap = snapshot(model)
+    for q in requests[:2]:
+        ed.add(q)
+    with ed.edited() as edited:
+        assert all(_wins(edited, tok, q) for q in requests[:2])
+    assert unchanged(model, snap)
+    ed.clear()
+    with ed.edited() as edited:
+        assert not any(_wins(edited, tok, q) for q in requests[:2])
+
+
+def test_as_editor_wraps_functions_and_memories_alike(wlm, W, requests):
+    from lfmlab.editing import DeltaEditor, MemoryEditor, as_editor
+    from lfmlab.editing.base import EditResult
+
+    model, tok = wlm.model, wlm.tokenizer
+    assert isinstance(as_editor(model, lambda q: EditResult()), DeltaEditor)
+    assert isinstance(as_editor(model, grace.Grace(model, tok)), MemoryEditor)
+    with pytest.raises(TypeError, match="not an editor"):
+        as_editor(model, 42)

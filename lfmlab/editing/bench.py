@@ -7,8 +7,8 @@ editing panel, the tests and benchmarks/editing.py).
   earlier edits, and the neighbourhood, after every ``every`` edits;
 * batch editors (MEMIT) are scored with :func:`lfmlab.editing.metrics.evaluate` directly.
 
-An *editor* is either a function ``request -> EditResult`` (weight deltas) or a wrapper model
-with ``add(request)`` and ``clear()`` (memory-based: SERAC, GRACE).
+An *editor* is an :class:`~lfmlab.editing.editor.Editor` (a function ``request -> EditResult`` or a
+memory model with ``add`` and ``clear`` is turned into one by :func:`~lfmlab.editing.editor.as_editor`).
 """
 from __future__ import annotations
 
@@ -20,30 +20,26 @@ from torch import nn
 
 from lfmlab.data.world import EditRequest
 from lfmlab.editing import metrics
-from lfmlab.editing.base import EditResult, applied, merge
+from lfmlab.editing.base import EditResult
+from lfmlab.editing.editor import Editor, as_editor
 from lfmlab.progress import progress
 
 EditFn = Callable[[EditRequest], EditResult]
 
 
-def single(model: nn.Module, tokenizer, requests: list[EditRequest], editor: EditFn | nn.Module,
+def single(model: nn.Module, tokenizer, requests: list[EditRequest], editor: Editor | EditFn | nn.Module,
            ref: metrics.Reference, desc: str = "edits") -> tuple[metrics.EditScores, float]:
     """Each request edited alone on the unedited model. Returns (scores, seconds per edit)."""
+    editor = as_editor(model, editor, desc)
     rows, seconds = [], 0.0
+    editor.clear()
     for r, a, s in progress(list(zip(requests, ref.neighbour_argmax, ref.same_subject_hit)), desc=desc):
         start = time.perf_counter()
-        if hasattr(editor, "add"):
-            editor.clear() if hasattr(editor, "clear") else None
-            editor.add(r)
-            seconds += time.perf_counter() - start
-            rows.append(metrics.score_one(editor, tokenizer, r, a, s))
-            if hasattr(editor, "clear"):
-                editor.clear()
-        else:
-            res = editor(r)
-            seconds += time.perf_counter() - start
-            with applied(model, res.deltas):
-                rows.append(metrics.score_one(model, tokenizer, r, a, s))
+        editor.add(r)
+        seconds += time.perf_counter() - start
+        with editor.edited() as edited:
+            rows.append(metrics.score_one(edited, tokenizer, r, a, s))
+        editor.clear()
     return metrics.summarise(rows), seconds / max(1, len(requests))
 
 
@@ -55,34 +51,28 @@ def _wins(model, tokenizer, requests: list[EditRequest]) -> torch.Tensor:
     return new > old
 
 
-def sequential(model: nn.Module, tokenizer, requests: list[EditRequest], editor: EditFn | nn.Module,
+def sequential(model: nn.Module, tokenizer, requests: list[EditRequest], editor: Editor | EditFn | nn.Module,
                ref: metrics.Reference, every: int = 10) -> list[dict[str, float]]:
-    """Edits 1..N applied in order; after every ``every`` edits: latest-edit success, retention
-    of all earlier edits, neighbourhood (unchanged share over the edited requests' neighbours).
-    The model is unchanged on return (memory editors are cleared)."""
+    """Edits 1..N applied in order, each computed on the model that already holds the earlier
+    ones; after every ``every`` edits: latest-edit success, retention of all earlier edits,
+    neighbourhood (unchanged share over the edited requests' neighbours). The model is unchanged
+    on return (the editor's edits are cleared)."""
+    editor = as_editor(model, editor, "sequential")
     curve: list[dict[str, float]] = []
-    total: dict[str, torch.Tensor] = {}
-    memory = hasattr(editor, "add")
-    if memory and hasattr(editor, "clear"):
-        editor.clear()
-    for k, r in enumerate(progress(requests, desc="sequential edits"), start=1):
-        if memory:
+    editor.clear()
+    try:
+        for k, r in enumerate(progress(requests, desc="sequential edits"), start=1):
             editor.add(r)
-        else:
-            with applied(model, total):
-                res = editor(r)  # computed on the model that already holds the earlier edits
-            total = merge(total, res.deltas)
-        if k % every and k != len(requests):
-            continue
-        scored = editor if memory else model
-        with applied(model, {} if memory else total):
-            wins = _wins(scored, tokenizer, requests[:k])
-            rows = [metrics.score_one(scored, tokenizer, q, a, s)
-                    for q, a, s in zip(requests[:k], ref.neighbour_argmax, ref.same_subject_hit)]
-        curve.append({"edits": k, "latest": wins[-1].float().item(),
-                      "retention": wins[:-1].float().mean().item() if k > 1 else float("nan"),
-                      "neighbourhood": float(torch.tensor([r["neighbourhood"] for r in rows]).mean()),
-                      "neighbourhood_score": float(torch.tensor([r["neighbourhood_score"] for r in rows]).mean())})
-    if memory and hasattr(editor, "clear"):
+            if k % every and k != len(requests):
+                continue
+            with editor.edited() as edited:
+                wins = _wins(edited, tokenizer, requests[:k])
+                rows = [metrics.score_one(edited, tokenizer, q, a, s)
+                        for q, a, s in zip(requests[:k], ref.neighbour_argmax, ref.same_subject_hit)]
+            curve.append({"edits": k, "latest": wins[-1].float().item(),
+                          "retention": wins[:-1].float().mean().item() if k > 1 else float("nan"),
+                          "neighbourhood": float(torch.tensor([r["neighbourhood"] for r in rows]).mean()),
+                          "neighbourhood_score": float(torch.tensor([r["neighbourhood_score"] for r in rows]).mean())})
+    finally:
         editor.clear()
     return curve

@@ -7,22 +7,18 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass
-from typing import Callable
 
 import ipywidgets as W
 import matplotlib.pyplot as plt
-import torch
 from traitlets import Enum, Int, Unicode
 
 from lfmlab.core import lm
-from lfmlab.core.params import device_of
 from lfmlab.data.world import EditRequest, World
 from lfmlab.editing import metrics, trace
-from lfmlab.editing.base import EditResult, applied
+from lfmlab.editing.base import EditResult
+from lfmlab.editing.editor import Editor, as_editor
 from lfmlab.ui.panel import BadInput, Panel
 from lfmlab.ui.plots import heatmap
-
-Editor = Callable[[EditRequest], EditResult]  # or an object with add()/clear() (SERAC, GRACE)
 
 
 @dataclass
@@ -47,12 +43,16 @@ class EditorPanel(Panel):
     k = Int(5, min=1, max=20)
 
     def __init__(self, model, tokenizer, world: World, editors: dict[str, Editor], **kwargs):
+        """``editors``: name -> :class:`~lfmlab.editing.editor.Editor`, usually
+        ``lfmlab.editing.editors(workbench)`` (the registry); bare functions and memory models are
+        accepted too (:func:`~lfmlab.editing.editor.as_editor`)."""
         super().__init__(**kwargs)
-        self.model, self.tokenizer, self.world, self.editors = model, tokenizer, world, editors
-        if self.method not in editors:
-            self.method = next(iter(editors))
-        self.active: tuple[str, EditResult | None] | None = None
-        self._clear_memories()              # edits an earlier panel left in a shared memory editor
+        self.model, self.tokenizer, self.world = model, tokenizer, world
+        self.editors = {name: as_editor(model, e, name) for name, e in editors.items()}
+        if self.method not in self.editors:
+            self.method = next(iter(self.editors))
+        self.active: tuple[str, EditResult] | None = None
+        self._clear_all()                   # edits an earlier panel left in a shared editor
         self.table, self.probe_out = W.HTML(), W.HTML()
         self.reset_button = W.Button(description="Reset", icon="undo")
         self.reset_button.on_click(self.guard(lambda _: self.reset()))
@@ -89,15 +89,10 @@ class EditorPanel(Panel):
         prompts += [("neighbour", p) for p, _ in request.neighbourhood[:4]]
         prompts += [("same subject", p) for p, _ in request.same_subject[:3]]
         before = self._answers(self.model, prompts, request)
-        self._clear_memories()                               # one edit at a time, whatever the method
-        if hasattr(editor, "add"):
-            result = editor.add(request) or {}
-            res = EditResult(info=result)
-        else:
-            res = editor(request)
+        self._clear_all()                                    # one edit at a time, whatever the method
+        res = editor.add(request)
         self.active = (self.method, res)
-        with applied(self.model, res.deltas):
-            scored = editor if hasattr(editor, "add") else self.model
+        with editor.edited() as scored:
             after = self._answers(scored, prompts, request)
             scores = metrics.score_one(
                 scored, self.tokenizer, request, ref.neighbour_argmax[0], ref.same_subject_hit[0]
@@ -135,16 +130,15 @@ class EditorPanel(Panel):
         """Forget every edit this panel made, with any method: the model answers as the unedited
         model again (weight edits are only ever applied inside a block; memory editors are
         emptied, all of them, not only the one chosen now)."""
-        self._clear_memories()
+        self._clear_all()
         self.active = None
         self.table.value = ""
         self.ok, self.message = True, "reset: no edit is active"
         self.show_probe()
 
-    def _clear_memories(self) -> None:
+    def _clear_all(self) -> None:
         for editor in self.editors.values():
-            if hasattr(editor, "clear"):
-                editor.clear()
+            editor.clear()
 
     def show_probe(self) -> None:
         """Top-k next tokens after the probe prompt: unedited, and with the active edit."""
@@ -153,27 +147,14 @@ class EditorPanel(Panel):
             return
         cols = [("unedited", lm.top_k(self.model, self.tokenizer, self.probe, self.k))]
         if self.active:
-            method, res = self.active
-            editor = self.editors[method]
-            if hasattr(editor, "add"):
-                top = self._memory_top_k(editor)
-            else:
-                with applied(self.model, res.deltas):
-                    top = lm.top_k(self.model, self.tokenizer, self.probe, self.k)
+            method, _ = self.active
+            with self.editors[method].edited() as edited:      # the weights, or the memory, of the edit
+                top = lm.top_k(edited, self.tokenizer, self.probe, self.k)
             cols.append((f"edited ({method})", top))
         rows = "".join("<tr>" + "".join(f"<td>{html.escape(repr(c[1][i][0]))}</td><td>{c[1][i][1]:.3f}</td>"
                                         for c in cols) + "</tr>" for i in range(self.k))
         heads = "".join(f"<th colspan=2>{name}</th>" for name, _ in cols)
         self.probe_out.value = f"<table><tr>{heads}</tr>{rows}</table>"
-
-    def _memory_top_k(self, editor) -> list[tuple[str, float]]:
-        """Top-k of a memory-based editor (it routes on the whole probe as its prompt)."""
-        ids = lm.encode_prompt(self.tokenizer, self.probe)
-        seq = torch.tensor([ids], device=device_of(self.model))
-        extra = {"prompt_len": torch.tensor([len(ids)])} if getattr(editor, "needs_prompt_len", False) else {}
-        probs = editor(input_ids=seq, attention_mask=torch.ones_like(seq), **extra).logits[0, -1].float().softmax(-1)
-        values, idx = probs.topk(self.k)
-        return [(self.tokenizer.decode([int(i)]), float(v)) for v, i in zip(values, idx)]
 
 
 class TracePanel(Panel):
