@@ -76,8 +76,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads on CPU (0: leave torch's default)")
     ap.add_argument("--steps", type=int, default=20, help="train steps per timing chunk")
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--methods", nargs="*", default=[n for n, m in methods.METHODS.items() if m.gradients],
-                    choices=[n for n, m in methods.METHODS.items() if m.gradients])
+    gradient_tuners = [n for n in methods.tuners() if methods.METHODS[n].gradients]
+    ap.add_argument("--methods", nargs="*", default=gradient_tuners, choices=gradient_tuners)
     ap.add_argument("--populations", nargs="*", type=int, default=[4, 16, 64])
     ap.add_argument("--parts", nargs="*", default=["methods", "lora", "bbt"], choices=["methods", "lora", "bbt"])
     args = ap.parse_args()

@@ -125,3 +125,26 @@ def test_no_hand_written_copies(what):
     found = [f"{p.relative_to(ROOT)}:{i}" for p in ROOT.rglob("*.py") if str(p.relative_to(ROOT)) not in OWNERS
              for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
     assert not found, f"{what}: {found}"
+
+
+@pytest.mark.parametrize("area", AREAS)
+def test_every_area_exposes_its_registry(area):
+    import dataclasses
+    import importlib
+
+    from lfmlab.core.registry import MethodInfo
+
+    pkg = importlib.import_module(f"lfmlab.{area}")
+    methods = pkg.METHODS
+    assert methods and all(isinstance(m, MethodInfo) and m.name == name for name, m in methods.items())
+    notebooks = {p.stem for p in (ROOT.parent / "notebooks").glob("*.ipynb")}
+    for m in methods.values():
+        assert callable(m.run) and m.module.startswith(f"lfmlab.{area}."), m
+        assert m.config is None or dataclasses.is_dataclass(m.config), m
+        assert m.notebook in notebooks and m.section.startswith("§") and m.summary and m.paper, m
+
+
+def test_the_editing_panel_notebook_and_benchmark_read_one_registry():
+    for path in ("notebooks/07_model_editing.ipynb", "widgets/editing.ipynb", "benchmarks/editing.py"):
+        text = (ROOT.parent / path).read_text()
+        assert "editing.editors(" in text and "editors = {" not in text, path

@@ -39,6 +39,13 @@ class MethodInfo:
     config: type | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
+    def __getattr__(self, key: str) -> Any:
+        """An area's own fields (``extra``) read as attributes: ``METHODS["LoRA"].deploy``."""
+        extra = self.__dict__.get("extra", {})
+        if key in extra:
+            return extra[key]
+        raise AttributeError(f"{type(self).__name__} {self.__dict__.get('name', '?')!r} has no field {key!r}")
+
     @property
     def module(self) -> str:
         """The module that implements it (named after the method)."""

@@ -9,7 +9,16 @@
 * :mod:`metrics` (efficacy, paraphrase, neighbourhood, same-subject), :mod:`bench` (many requests,
   one at a time or in sequence), :mod:`negation` (forgetting a relation), :mod:`covariance`.
 """
-from lfmlab.editing.editor import DeltaEditor, Editor, MemoryEditor, as_editor
-from lfmlab.editing.registry import METHODS, Workbench, editors
-
 __all__ = ["METHODS", "Workbench", "editors", "Editor", "DeltaEditor", "MemoryEditor", "as_editor"]
+
+_HOME = {"METHODS": "registry", "Workbench": "registry", "editors": "registry", "Editor": "editor",
+         "DeltaEditor": "editor", "MemoryEditor": "editor", "as_editor": "editor"}
+
+
+def __getattr__(name: str):
+    """The registry and the Editor interface, imported on first use (the submodules stay on demand)."""
+    if name in _HOME:
+        import importlib
+
+        return getattr(importlib.import_module(f"lfmlab.editing.{_HOME[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

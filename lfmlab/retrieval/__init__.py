@@ -9,4 +9,17 @@
   passage, ensembled (REPLUG).
 
 The language model is never trained or modified: all new knowledge lives in the store.
+
+* :mod:`registry` — :data:`METHODS`, every method with its paper and entry point.
 """
+
+__all__ = ["METHODS"]
+
+
+def __getattr__(name: str):
+    """``lfmlab.retrieval.METHODS``: the area's registry, imported on first use (the submodules stay on demand)."""
+    if name == "METHODS":
+        from lfmlab.retrieval.registry import METHODS
+
+        return METHODS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -14,4 +14,17 @@ One method per module, each readable beside its paper:
 Every method takes a model and data and returns a :class:`~lfmlab.tuning.train.TuneResult`
 holding a *new* model: the model it was given is never changed. Submodules are imported on
 demand: ``from lfmlab.tuning import lora``.
+
+* :mod:`methods` — the registry, :data:`METHODS`: every method with its size knob, learning rate and paper.
 """
+
+__all__ = ["METHODS"]
+
+
+def __getattr__(name: str):
+    """``lfmlab.tuning.METHODS``: the area's registry, imported on first use (the submodules stay on demand)."""
+    if name == "METHODS":
+        from lfmlab.tuning.methods import METHODS
+
+        return METHODS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

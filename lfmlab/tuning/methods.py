@@ -12,64 +12,85 @@ world-lm question-answering task (:func:`lfmlab.tuning.tasks.world_qa`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 from torch import nn
 
-from lfmlab.tuning import adapters, bbt, bitfit, finetune, lora, prefix, prompt, ptuning
+from lfmlab.core.registry import MethodInfo
+from lfmlab.tuning import adapters, bbt, bitfit, finetune, ia3, instruct, lora, prefix, prompt, ptuning, wiseft
 from lfmlab.tuning.train import Callback, TrainConfig, TuneResult
 
-__all__ = ["Method", "METHODS", "run"]
+__all__ = ["Method", "METHODS", "run", "tuners"]
 
 Tuner = Callable[[nn.Module, object, int, TrainConfig, "Callback | None"], TuneResult]
 
 
-@dataclass(frozen=True)
-class Method:
-    """A tuning method: its size knob (label, default, range), default learning rate, the call
-    that tunes, and ``deploy(result)``: the model served at inference."""
-
-    name: str
-    family: str
-    size_label: str
-    size: int
-    size_range: tuple[int, int]
-    lr: float
-    tune: Tuner
-    deploy: Callable[[TuneResult], nn.Module] = lambda r: r.model
-    gradients: bool = True
+def Method(name: str, family: str, size_label: str, size: int, size_range: tuple[int, int], lr: float,
+           tune: Tuner | None, run, summary: str, paper: str, section: str,
+           deploy: Callable[[TuneResult], nn.Module] = lambda r: r.model, gradients: bool = True) -> MethodInfo:
+    """A registry row of a tuning method: its size knob (label, default, range), default learning
+    rate, ``tune`` (the uniform call :func:`run` makes; ``None`` for a method that is not trained
+    from data on its own) and ``deploy(result)``: the model served at inference."""
+    return MethodInfo(name, summary, paper, section, run, TuneResult, "02_model_tuning", TrainConfig,
+                      {"family": family, "size_label": size_label, "size": size, "size_range": size_range, "lr": lr,
+                       "tune": tune, "deploy": deploy, "gradients": gradients})
 
 
-METHODS: dict[str, Method] = {m.name: m for m in [
+METHODS: dict[str, MethodInfo] = {m.name: m for m in [
     Method("full fine-tuning", "weights", "(all weights)", 0, (0, 0), 1e-3,
-           lambda m, d, s, c, cb: finetune.finetune(m, d, c, cb)),
+           lambda m, d, s, c, cb: finetune.finetune(m, d, c, cb), finetune.finetune,
+           "train every weight", "(the baseline)", "§2.1.1"),
     Method("BitFit", "weights", "(biases)", 0, (0, 0), 2e-2,
-           lambda m, d, s, c, cb: bitfit.bitfit(m, d, c, cb)),
+           lambda m, d, s, c, cb: bitfit.bitfit(m, d, c, cb), bitfit.bitfit,
+           "train the biases only", "Ben Zaken et al. 2022", "§2.1.1"),
     Method("adapters", "weights", "bottleneck r", 8, (1, 128), 1e-2,
-           lambda m, d, s, c, cb: adapters.adapter_tuning(m, d, s, config=c, callback=cb)),
+           lambda m, d, s, c, cb: adapters.adapter_tuning(m, d, s, config=c, callback=cb), adapters.adapter_tuning,
+           "small bottleneck layers after attention and MLP", "Houlsby et al. 2019", "§2.1.1"),
     Method("AdaMix", "weights", "bottleneck r", 8, (1, 128), 1e-2,
-           lambda m, d, s, c, cb: adapters.adamix(m, d, s, experts=4, config=c, callback=cb)),
+           lambda m, d, s, c, cb: adapters.adamix(m, d, s, experts=4, config=c, callback=cb), adapters.adamix,
+           "a mixture of adapters, averaged into one for inference", "Wang et al. 2022", "§2.1.1"),
     Method("LoRA", "weights", "rank r", 4, (1, 64), 1e-2,
-           lambda m, d, s, c, cb: lora.lora(m, d, rank=s, config=c, callback=cb),
+           lambda m, d, s, c, cb: lora.lora(m, d, rank=s, config=c, callback=cb), lora.lora,
+           "a low-rank update B A beside each weight, merged for inference", "Hu et al. 2022", "§2.1.1",
            deploy=lambda r: lora.merge_and_unload(r.model)),
+    Method("(IA)³", "weights", "(scaling vectors)", 0, (0, 0), 3e-2,
+           lambda m, d, s, c, cb: ia3.ia3(m, d, config=c, callback=cb), ia3.ia3,
+           "learned vectors rescale the keys, values and MLP activations, folded in for inference",
+           "Liu et al. 2022", "§2.1.1", deploy=lambda r: ia3.merge_and_unload(r.model)),
     Method("prefix tuning", "input", "prefix length", 8, (1, 64), 1e-2,
-           lambda m, d, s, c, cb: prefix.prefix_tuning(m, d, s, reparam=True, config=c, callback=cb)),
+           lambda m, d, s, c, cb: prefix.prefix_tuning(m, d, s, reparam=True, config=c, callback=cb),
+           prefix.prefix_tuning, "trainable keys and values in front of every attention layer",
+           "Li and Liang 2021", "§2.2"),
     Method("prompt tuning", "input", "soft tokens", 10, (1, 64), 3e-1,
-           lambda m, d, s, c, cb: prompt.prompt_tuning(m, d, s, config=c, callback=cb)),
+           lambda m, d, s, c, cb: prompt.prompt_tuning(m, d, s, config=c, callback=cb), prompt.prompt_tuning,
+           "trainable embeddings in front of the input", "Lester et al. 2021", "§2.2"),
     Method("P-tuning", "input", "soft tokens", 10, (1, 64), 1e-2,
-           lambda m, d, s, c, cb: ptuning.ptuning(m, d, s, config=c, callback=cb)),
+           lambda m, d, s, c, cb: ptuning.ptuning(m, d, s, config=c, callback=cb), ptuning.ptuning,
+           "soft tokens computed by a small prompt encoder", "Liu et al. 2021", "§2.2"),
     Method("BBT", "input", "CMA-ES generations", 20, (1, 500), 0.0,
-           lambda m, d, s, c, cb: bbt.bbt(m, d, generations=s, seed=c.seed, callback=cb), gradients=False),
+           lambda m, d, s, c, cb: bbt.bbt(m, d, generations=s, seed=c.seed, callback=cb), bbt.bbt,
+           "a soft prompt searched by CMA-ES in a random subspace, forward passes only", "Sun et al. 2022",
+           "§2.2", gradients=False),
+    Method("WiSE-FT", "weights", "(α)", 0, (0, 0), 0.0, None, wiseft.wise_ft,
+           "interpolate the weights of the zero-shot and the fine-tuned model", "Wortsman et al. 2022", "§2.1.1",
+           gradients=False),
+    Method("instruction tuning", "weights", "(all weights)", 0, (0, 0), 1e-3, None, instruct.instruction_tune,
+           "tune on instructions of several relations, answer a held-out one zero-shot", "Wei et al. 2022",
+           "§2.1"),
 ]}
+
+
+def tuners() -> list[str]:
+    """The methods :func:`run` trains from data alone (the panel's and the benchmark's choices)."""
+    return [name for name, m in METHODS.items() if m.tune is not None]
 
 
 def run(name: str, model: nn.Module, data, size: int | None = None, config: TrainConfig | None = None,
         callback: Callback | None = None, lr: float | None = None) -> TuneResult:
     """Tune ``model`` on ``data`` with method ``name`` (see :data:`METHODS`). ``lr`` (or
     ``config.lr`` when ``lr`` is None and a config is given) overrides the method's default."""
-    if name not in METHODS:
-        raise KeyError(f"unknown tuning method {name!r}; choose one of: {', '.join(METHODS)}")
+    if name not in METHODS or METHODS[name].tune is None:
+        raise KeyError(f"{name!r} is not a tuning method that run() trains; choose one of: {', '.join(tuners())}")
     m = METHODS[name]
     cfg = config if config is not None else TrainConfig(lr=m.lr)
     if lr is not None:

@@ -18,12 +18,13 @@ import torch
 from torch import nn
 from traitlets import Float, Int, Unicode
 
+from lfmlab import distill
 from lfmlab.core.params import device_of, evaluating
 from lfmlab.distill import adversarial, dafl, deepinversion, fast, kd, zskd
 from lfmlab.distill.common import TERMS, DistillResult, Weights
 from lfmlab.ui.panel import BadInput, Panel
 
-__all__ = ["DistillPanel", "METHODS", "class_grid"]
+__all__ = ["DistillPanel", "RUNNERS", "class_grid"]
 
 LABELS = {"ce": "CE", "bn": "BN (eq. 4)", "tv": "TV (eq. 3)", "l2": "L2 (eq. 3)", "activation": "activation",
           "entropy": "entropy", "adversarial": "adversarial"}
@@ -64,18 +65,25 @@ def _fast(teacher, student, w, synth_steps, student_steps, test, g, cb) -> Disti
     return fast.fast_dfkd(teacher, student, cfg, test, g, cb)
 
 
-# name -> (runner, default weights, the terms the method can use)
-METHODS: dict[str, tuple[Callable[..., DistillResult], Weights, tuple[str, ...]]] = {
-    "KD on Gaussian noise": (_noise, Weights(), ()),
-    "DeepInversion (BN 0 = DeepDream)": (_di, deepinversion.WEIGHTS, deepinversion.TERMS),
-    "ZSKD data impressions": (_zskd, zskd.WEIGHTS, zskd.TERMS),
-    "DAFL": (_dafl, dafl.WEIGHTS, dafl.TERMS),
-    "ZSKT (KL)": (_adversarial("kl"), adversarial.WEIGHTS, adversarial.TERMS),
-    "DFAD (L1)": (_adversarial("l1"), adversarial.WEIGHTS, adversarial.TERMS),
-    "Fast (meta generator)": (_fast, fast.WEIGHTS, fast.TERMS),
+# the panel's runners, keyed by the names of the area's registry (lfmlab.distill.METHODS), which holds
+# each synthesiser's default weights and usable terms
+RUNNERS: dict[str, Callable[..., DistillResult]] = {
+    "KD on Gaussian noise": _noise,
+    "DeepInversion": _di,
+    "ZSKD (data impressions)": _zskd,
+    "DAFL": _dafl,
+    "ZSKT (KL)": _adversarial("kl"),
+    "DFAD (L1)": _adversarial("l1"),
+    "Fast (meta-learned generator)": _fast,
 }
 ADVERSARIAL = ("ZSKT (KL)", "DFAD (L1)")
-OPTIMISED = ("DeepInversion (BN 0 = DeepDream)", "ZSKD data impressions", "Fast (meta generator)")
+OPTIMISED = ("DeepInversion", "ZSKD (data impressions)", "Fast (meta-learned generator)")
+
+
+def _spec(name: str) -> tuple[Weights, tuple[str, ...]]:
+    """(default weights, usable terms) of a panel method, from the registry (noise KD has none)."""
+    info = distill.METHODS[name]
+    return info.extra.get("weights", Weights()), info.extra.get("terms", ())
 
 
 def class_grid(images: torch.Tensor, labels: torch.Tensor, n_classes: int = 10, rows: int = 4,
@@ -97,7 +105,7 @@ class DistillPanel(Panel):
 
     title = "Data-free distillation: synthesise inputs from the teacher, distil the student (survey §3)"
     button_label = "Distil"
-    method = Unicode("DeepInversion (BN 0 = DeepDream)")
+    method = Unicode("DeepInversion")
     ce = Float(1.0)
     bn = Float(0.1)
     tv = Float(0.05)
@@ -140,7 +148,7 @@ class DistillPanel(Panel):
                                                               layout=W.Layout(width="190px")), name)
         self._grey_out()
         terms = list(self.sliders.values())
-        return [W.HBox([self.bind(W.Dropdown(options=list(METHODS), description="method",
+        return [W.HBox([self.bind(W.Dropdown(options=list(RUNNERS), description="method",
                                              layout=W.Layout(width="360px")), "method"),
                         self.bind(W.IntText(description="seed", layout=W.Layout(width="150px")), "seed")]),
                 W.HBox(terms[:4]), W.HBox(terms[4:]),
@@ -151,14 +159,14 @@ class DistillPanel(Panel):
 
     def _load_defaults(self, *_: Any) -> None:
         """A method's own weights when it is chosen; the terms it cannot use are greyed out."""
-        if self.method not in METHODS:
+        if self.method not in RUNNERS:
             return
-        for name, value in asdict(METHODS[self.method][1]).items():
+        for name, value in asdict(_spec(self.method)[0]).items():
             setattr(self, name, value)
         self._grey_out()
 
     def _grey_out(self) -> None:
-        usable = METHODS[self.method][2] if self.method in METHODS else ()
+        usable = _spec(self.method)[1] if self.method in RUNNERS else ()
         for name, box in self.sliders.items():
             box.disabled = name not in usable
 
@@ -167,9 +175,9 @@ class DistillPanel(Panel):
         return Weights(**{name: float(getattr(self, name)) for name in TERMS})
 
     def check(self) -> None:
-        if self.method not in METHODS:
-            raise BadInput(f"unknown method {self.method!r}: choose one of {', '.join(METHODS)}")
-        w, usable = self.weights(), METHODS[self.method][2]
+        if self.method not in RUNNERS:
+            raise BadInput(f"unknown method {self.method!r}: choose one of {', '.join(RUNNERS)}")
+        w, usable = self.weights(), _spec(self.method)[1]
         negative = [LABELS[k] for k in TERMS if getattr(w, k) < 0]
         if negative:
             raise BadInput(f"weights must be >= 0 (a negative weight turns a penalty into a reward): "
@@ -191,7 +199,7 @@ class DistillPanel(Panel):
                            f"between 1 and 2000 steps (100 is quick).")
 
     def compute(self) -> DistillResult:
-        run = METHODS[self.method][0]
+        run = RUNNERS[self.method]
         g = torch.Generator().manual_seed(self.seed)
         self._clear()
         return run(self.teacher, self.student, self.weights(), self.synth_steps, self.student_steps, self.test,

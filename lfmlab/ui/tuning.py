@@ -69,7 +69,7 @@ class TuningPanel(Panel):
     def controls(self):
         self.bind(self.size_slider, "size")
         self.steps_slider = self.bind(W.IntSlider(min=1, max=1000, description="steps"), "steps")
-        return [W.HBox([self.bind(W.Dropdown(options=list(methods.METHODS), description="method"), "method"),
+        return [W.HBox([self.bind(W.Dropdown(options=methods.tuners(), description="method"), "method"),
                         self.size_slider]),
                 W.HBox([self.steps_slider,
                         self.bind(W.FloatLogSlider(min=-5, max=0, step=0.1, description="learning rate",
@@ -93,8 +93,8 @@ class TuningPanel(Panel):
 
     # ---- the pattern ---------------------------------------------------------------------
     def check(self) -> None:
-        if self.method not in methods.METHODS:
-            raise BadInput(f"Unknown method {self.method!r}: choose one of {', '.join(methods.METHODS)}.")
+        if self.method not in methods.tuners():
+            raise BadInput(f"Unknown method {self.method!r}: choose one of {', '.join(methods.tuners())}.")
         spec = methods.METHODS[self.method]
         lo, hi = spec.size_range
         if (lo, hi) != (0, 0) and not lo <= self.size <= hi:

@@ -1,0 +1,30 @@
+"""The meta-learning area's registry (notebook 06): each method with its paper, config and entry point."""
+from __future__ import annotations
+
+from lfmlab.core.registry import MethodInfo
+from lfmlab.meta import anil, bidf_mkd, dfml, maml, protonet, purer
+
+__all__ = ["METHODS"]
+
+_NB = "06_meta_learning"
+
+METHODS: dict[str, MethodInfo] = {m.name: m for m in [
+    MethodInfo("MAML", "learn an initialisation that adapts to a new task in a few gradient steps",
+               "Finn et al. 2017", "§5.1", maml.meta_train, maml.MetaResult, _NB, maml.MAMLConfig,
+               {"algorithm": "maml"}),
+    MethodInfo("FOMAML", "MAML without second-order terms", "Finn et al. 2017", "§5.1", maml.meta_train,
+               maml.MetaResult, _NB, maml.MAMLConfig, {"algorithm": "fomaml"}),
+    MethodInfo("Reptile", "move the initialisation towards each task's adapted weights", "Nichol et al. 2018",
+               "§5.1", maml.meta_train, maml.MetaResult, _NB, maml.MAMLConfig, {"algorithm": "reptile"}),
+    MethodInfo("ANIL", "MAML that adapts the head only", "Raghu et al. 2020", "§5.1", anil.meta_train,
+               maml.MetaResult, _NB, maml.MAMLConfig),
+    MethodInfo("ProtoNet", "classify by the nearest class mean in a learned embedding", "Snell et al. 2017", "§5.1",
+               protonet.train, protonet.ProtoResult, _NB, protonet.ProtoConfig),
+    MethodInfo("DFML (inversion)", "meta-train on images inverted from a zoo of trained models",
+               "Hu et al. 2023 (baseline)",
+               "§5.2", dfml.meta_train, maml.MetaResult, _NB, maml.MAMLConfig),
+    MethodInfo("PURER", "episodes from inverted data, made harder as meta-training goes on", "Hu et al. 2023",
+               "§5.2", purer.purer, purer.PURERResult, _NB, purer.PURERConfig),
+    MethodInfo("BiDf-MKD", "distil black-box zoo models into the meta-model with zero-order inversion",
+               "Hu et al. 2023", "§5.2", bidf_mkd.bidf_mkd, bidf_mkd.BiDfMKDResult, _NB, bidf_mkd.BiDfMKDConfig),
+]}
