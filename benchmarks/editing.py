@@ -36,9 +36,9 @@ def main() -> None:
         print(json.dumps({"device": str(dev), "method": method, "size": size, "seconds": round(seconds, 4),
                           "per_edit_s": round(seconds / max(size, 1), 4), **extra}), flush=True)
 
-    start = time.perf_counter()
-    C = covariance.key_covariance(model, tok, 0, use_disk=False)
-    emit("rome-covariance", covariance.LAST.get("tokens", 0), time.perf_counter() - start, note="tokens, computed once")
+    cov = covariance.estimate(model, tok, 0, use_disk=False)
+    C = cov.matrix
+    emit("rome-covariance", cov.tokens, cov.seconds, cached=cov.cached, note="tokens, computed once")
     prefixes = rome.random_prefixes(model, tok, 10)  # once, as notebook 07 and ROME's own code do
     bench = editing.Workbench(model, tok, W, layer=0, covariances={0: C}, prefixes=prefixes)
     editors = editing.editors(bench, {"ROME": None, "FT": None, "FT-L": None, "KN": None})  # the registry's

@@ -14,8 +14,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lfmlab.progress import headless, progress  # noqa: F401  (re-exported)
-
 _session: dict[str, object] = {"seed": None, "device": None, "smoke": None}
 
 

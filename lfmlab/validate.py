@@ -17,6 +17,8 @@ import math
 import unicodedata
 from typing import Iterable, Mapping, Sequence, TypeVar
 
+from lfmlab.core.types import Tokenizer
+
 T = TypeVar("T")
 
 
@@ -68,7 +70,7 @@ def numbers(field: str, values: Iterable, lo: float | None = None, hi: float | N
     return [number(f"{field}[{i}]" if len(values) > 1 else field, v, lo, hi, **kw) for i, v in enumerate(values)]
 
 
-def text(field: str, value, *, tokenizer=None, max_tokens: int | None = None, fix: str = "") -> str:
+def text(field: str, value, *, tokenizer: Tokenizer | None = None, max_tokens: int | None = None, fix: str = "") -> str:
     """``value`` stripped: a non-empty string without control characters, at most ``max_tokens``
     tokens of ``tokenizer`` when both are given."""
     if not isinstance(value, str):

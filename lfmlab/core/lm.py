@@ -21,6 +21,7 @@ from torch import nn
 
 from lfmlab import validate
 from lfmlab.core.params import device_of
+from lfmlab.core.types import Tokenizer
 
 
 def right_pad(sequences, pad_id: int = 0, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -35,7 +36,7 @@ def right_pad(sequences, pad_id: int = 0, device: torch.device | None = None) ->
     return (ids.to(device), mask.to(device)) if device is not None else (ids, mask)
 
 
-def encode_prompt(tokenizer, prompt: str) -> list[int]:
+def encode_prompt(tokenizer: Tokenizer, prompt: str) -> list[int]:
     """Token ids of a prompt (with the tokenizer's special tokens). Raises on an empty prompt."""
     if not isinstance(prompt, str) or not prompt.strip():
         raise ValueError("The prompt is empty: type some text, e.g. 'The capital of Peru is'.")
@@ -43,7 +44,7 @@ def encode_prompt(tokenizer, prompt: str) -> list[int]:
     return list(tokenizer(prompt.rstrip())["input_ids"])
 
 
-def encode_target(tokenizer, target: str) -> list[int]:
+def encode_target(tokenizer: Tokenizer, target: str) -> list[int]:
     """Token ids of the continuation ``" " + target``. Raises when the target does not tokenise."""
     if not isinstance(target, str) or not target.strip():
         raise ValueError("The target is empty: give the answer text, e.g. 'Lima'.")
@@ -75,7 +76,7 @@ class PairBatch:
                                                    self.prompt_len)))
 
 
-def pair_batch(tokenizer, prompts: list[str], targets: list[str],
+def pair_batch(tokenizer: Tokenizer, prompts: list[str], targets: list[str],
                device: torch.device | None = None) -> PairBatch:
     """Encode and right-pad ``prompts[i] + " " + targets[i]`` for teacher-forced scoring/training."""
     if len(prompts) != len(targets):
@@ -160,7 +161,7 @@ class Scores:
 
 
 @torch.no_grad()
-def score(model: nn.Module, tokenizer, prompts: list[str], targets: list[str],
+def score(model: nn.Module, tokenizer: Tokenizer, prompts: list[str], targets: list[str],
           batch_size: int = 128) -> Scores:
     """Teacher-forced scores of ``targets`` after ``prompts`` (on the model's device, CPU result)."""
     device = device_of(model)
@@ -178,7 +179,7 @@ def score(model: nn.Module, tokenizer, prompts: list[str], targets: list[str],
     return Scores(torch.cat(out_lp), torch.cat(out_n), torch.cat(out_ex))
 
 
-def exact_match(model: nn.Module, tokenizer, prompts: list[str], targets: list[str],
+def exact_match(model: nn.Module, tokenizer: Tokenizer, prompts: list[str], targets: list[str],
                 batch_size: int = 128) -> float:
     """Share of pairs whose whole target is what greedy decoding would produce."""
     if not prompts:
@@ -187,7 +188,7 @@ def exact_match(model: nn.Module, tokenizer, prompts: list[str], targets: list[s
 
 
 @torch.no_grad()
-def next_token_probs(model: nn.Module, tokenizer, prompts: list[str]) -> torch.Tensor:
+def next_token_probs(model: nn.Module, tokenizer: Tokenizer, prompts: list[str]) -> torch.Tensor:
     """Next-token distributions [N, V] after each prompt (right-padded batch)."""
     ids = [encode_prompt(tokenizer, p) for p in prompts]
     device = device_of(model)
@@ -197,7 +198,7 @@ def next_token_probs(model: nn.Module, tokenizer, prompts: list[str]) -> torch.T
     return logits[torch.arange(len(ids), device=device), last].float().softmax(-1).cpu()
 
 
-def top_k(model: nn.Module, tokenizer, prompt: str, k: int = 10) -> list[tuple[str, float]]:
+def top_k(model: nn.Module, tokenizer: Tokenizer, prompt: str, k: int = 10) -> list[tuple[str, float]]:
     """The k most likely next tokens after ``prompt`` as (token text, probability)."""
     if not 1 <= int(k) <= len(tokenizer):
         raise ValueError(f"k must be between 1 and the vocabulary size {len(tokenizer)}, got {k}.")
@@ -207,7 +208,7 @@ def top_k(model: nn.Module, tokenizer, prompt: str, k: int = 10) -> list[tuple[s
     return [(tokenizer.decode([int(i)]), float(v)) for v, i in zip(values, idx)]
 
 
-def decode_greedily(tokenizer, ids: list[int], scores: Callable[[list[int]], torch.Tensor], limit: int,
+def decode_greedily(tokenizer: Tokenizer, ids: list[int], scores: Callable[[list[int]], torch.Tensor], limit: int,
                     max_new_tokens: int = 8, stop_at: str = ".") -> str:
     """Greedy decoding with any next-token scorer ``scores(ids) -> [V]`` (logits or probabilities):
     stops after ``stop_at``, the end-of-text token, ``max_new_tokens`` or the context ``limit``."""
@@ -254,7 +255,7 @@ def output_cache(output):
 
 
 @torch.no_grad()
-def greedy(model: nn.Module, tokenizer, prompt: str, max_new_tokens: int = 8,
+def greedy(model: nn.Module, tokenizer: Tokenizer, prompt: str, max_new_tokens: int = 8,
            stop_at: str = ".") -> str:
     """Greedy continuation of ``prompt`` (stops after ``stop_at`` or the end-of-text token)."""
     device = device_of(model)

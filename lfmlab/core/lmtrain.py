@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import torch
 
+from lfmlab.core.types import Tokenizer
+
 __all__ = ["pack", "train_epoch"]
 
 
-def pack(tokenizer, docs: list[str], row_tokens: int) -> torch.Tensor:
+def pack(tokenizer: Tokenizer, docs: list[str], row_tokens: int) -> torch.Tensor:
     """Concatenate the tokenised documents (the tokenizer adds each one's BOS) and cut them into
     rows [R, row_tokens]; the incomplete last row is dropped."""
     ids = [i for ids in tokenizer(docs)["input_ids"] for i in ids]

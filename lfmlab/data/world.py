@@ -49,6 +49,7 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
+from lfmlab.core.types import Tokenizer
 from lfmlab.data.world_relations import QUESTIONS, RELATIONS, TEMPLATES, Relation
 
 _DATA_DIR = Path(__file__).parent
@@ -346,7 +347,7 @@ def load() -> World:
                  {k: list(v) for k, v in QUESTIONS.items()})
 
 
-def recall(model, tokenizer, facts: list[Fact], templates: str = "train", context: bool = False,
+def recall(model, tokenizer: Tokenizer, facts: list[Fact], templates: str = "train", context: bool = False,
            world: World | None = None) -> float:
     """Exact-match rate of ``facts`` under every template of a split ("train" or "heldout").
 

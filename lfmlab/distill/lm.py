@@ -37,6 +37,7 @@ from torch import nn
 from lfmlab.core.lmtrain import pack, train_epoch
 from lfmlab.core.params import device_of, evaluating
 from lfmlab.core.schedules import cosine
+from lfmlab.core.types import Tokenizer
 from lfmlab.progress import progress
 
 __all__ = ["LMDistillConfig", "LMDistillResult", "black_box", "ask_teacher", "build_student", "train_student",
@@ -92,7 +93,7 @@ class LMDistillResult:
                 f"{self.train_seconds:.0f}s)")
 
 
-def black_box(model: nn.Module, tokenizer) -> BlackBox:
+def black_box(model: nn.Module, tokenizer: Tokenizer) -> BlackBox:
     """Wrap a causal LM as an API that only returns text: ``api(prompts, τ, max_new_tokens, seed)``.
 
     Each text is the prompt plus a continuation, sampled at temperature τ (τ = 0: greedy, the
@@ -158,7 +159,7 @@ def build_student(texts: Sequence[str], config: LMDistillConfig) -> tuple[nn.Mod
     return model, tokenizer
 
 
-def train_student(model: nn.Module, tokenizer, texts: Sequence[str], config: LMDistillConfig,
+def train_student(model: nn.Module, tokenizer: Tokenizer, texts: Sequence[str], config: LMDistillConfig,
                   device: torch.device | None = None, show: bool = True,
                   callback: Callable[[int, float], None] | None = None) -> list[float]:
     """Step 3: next-token cross-entropy on the texts, packed into rows of ``row_tokens`` tokens

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from lfmlab.core.lm import encode_prompt, encode_target
+from lfmlab.core.types import Tokenizer
 from lfmlab.data.world import EditRequest
 
 __all__ = ["Edit", "as_edit", "BadRequest", "validate", "EditResult", "applied", "copy_with", "merge"]
@@ -52,7 +53,7 @@ class BadRequest(ValueError):
 PREFIX_ROOM = 16  # tokens kept free for the random prefixes ROME and MEMIT put before a prompt
 
 
-def validate(tokenizer, request: "EditRequest | Edit", known_subjects: set[str] | None = None) -> None:
+def validate(tokenizer: Tokenizer, request: "EditRequest | Edit", known_subjects: set[str] | None = None) -> None:
     """Raise :class:`BadRequest` for a request no editor can honour. Nothing is changed."""
     if not request.prompt or not request.prompt.strip():
         raise BadRequest("The edit prompt is empty: give the start of a sentence that names the subject, "
@@ -88,7 +89,7 @@ class Edit:
     target_new: str
 
 
-def as_edit(tokenizer, request: "EditRequest | Edit", known_subjects: set[str] | None = None) -> Edit:
+def as_edit(tokenizer: Tokenizer, request: "EditRequest | Edit", known_subjects: set[str] | None = None) -> Edit:
     """The boundary every editor calls first: validate ``request`` once (raise
     :class:`BadRequest`, changing nothing) and return the bare :class:`Edit`, without the
     request's paraphrase, neighbourhood and same-subject prompts (those are read by the metrics

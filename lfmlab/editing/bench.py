@@ -18,6 +18,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from lfmlab.core.types import Tokenizer
 from lfmlab.data.world import EditRequest
 from lfmlab.editing import metrics
 from lfmlab.editing.base import EditResult
@@ -27,7 +28,7 @@ from lfmlab.progress import progress
 EditFn = Callable[[EditRequest], EditResult]
 
 
-def single(model: nn.Module, tokenizer, requests: list[EditRequest], editor: Editor | EditFn | nn.Module,
+def single(model: nn.Module, tokenizer: Tokenizer, requests: list[EditRequest], editor: Editor | EditFn | nn.Module,
            ref: metrics.Reference, desc: str = "edits") -> tuple[metrics.EditScores, float]:
     """Each request edited alone on the unedited model. Returns (scores, seconds per edit)."""
     editor = as_editor(model, editor, desc)
@@ -43,7 +44,7 @@ def single(model: nn.Module, tokenizer, requests: list[EditRequest], editor: Edi
     return metrics.summarise(rows), seconds / max(1, len(requests))
 
 
-def _wins(model, tokenizer, requests: list[EditRequest]) -> torch.Tensor:
+def _wins(model, tokenizer: Tokenizer, requests: list[EditRequest]) -> torch.Tensor:
     """P(new) > P(true) on each request's own prompt, all in two batched passes."""
     prompts = [r.prompt for r in requests]
     new = metrics.pair_stats(model, tokenizer, prompts, [r.target_new for r in requests]).logprob
@@ -51,7 +52,7 @@ def _wins(model, tokenizer, requests: list[EditRequest]) -> torch.Tensor:
     return new > old
 
 
-def sequential(model: nn.Module, tokenizer, requests: list[EditRequest], editor: Editor | EditFn | nn.Module,
+def sequential(model: nn.Module, tokenizer: Tokenizer, requests: list[EditRequest], editor: Editor | EditFn | nn.Module,
                ref: metrics.Reference, every: int = 10) -> list[dict[str, float]]:
     """Edits 1..N applied in order, each computed on the model that already holds the earlier
     ones; after every ``every`` edits: latest-edit success, retention of all earlier edits,

@@ -2,12 +2,14 @@
 
 ROME and MEMIT use C to make an edit touch the edited key and as little as possible of every
 other key the layer sees. It is estimated once per (model, layer, text) and cached, in memory
-and on disk under ``runtime.cache_dir()``; :data:`LAST` records how long the estimate took.
+and on disk under ``runtime.cache_dir()``. :func:`estimate` also says how many tokens it read, how long
+it took and whether it came from the cache; :func:`key_covariance` returns the matrix only.
 """
 from __future__ import annotations
 
 import hashlib
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -16,10 +18,21 @@ from torch import nn
 from lfmlab.core.hooks import run_until
 from lfmlab.core.lm import right_pad
 from lfmlab.core.params import device_of, evaluating
+from lfmlab.core.types import Tokenizer
 from lfmlab.zoo.layers import layers
 
-_MEMO: dict[str, torch.Tensor] = {}
-LAST: dict[str, float] = {}  # {"seconds": ..., "tokens": ..., "cached": 0/1}
+_MEMO: dict[str, tuple[torch.Tensor, int]] = {}   # the in-process cache: fingerprint -> (C on the CPU, tokens)
+
+
+@dataclass
+class KeyCovariance:
+    """C [4d, 4d] (float64, on the model's device), the number of keys it averages, the seconds the
+    estimate took (0 when it came from the in-process cache) and whether it came from a cache."""
+
+    matrix: torch.Tensor
+    tokens: int
+    seconds: float
+    cached: bool
 
 
 def corpus_texts() -> list[str]:
@@ -43,10 +56,17 @@ def fingerprint(model: nn.Module, layer: int, texts: list[str]) -> str:
     return h.hexdigest()[:20]
 
 
-@torch.no_grad()
-def key_covariance(model: nn.Module, tokenizer, layer: int, texts: list[str] | None = None,
+def key_covariance(model: nn.Module, tokenizer: Tokenizer, layer: int, texts: list[str] | None = None,
                    max_tokens: int = 100_000, batch_size: int = 64, ridge: float = 1e-4,
                    use_disk: bool = True) -> torch.Tensor:
+    """C = E[k kᵀ] of ``layer``'s MLP keys (see :func:`estimate`, which also reports how it was made)."""
+    return estimate(model, tokenizer, layer, texts, max_tokens, batch_size, ridge, use_disk).matrix
+
+
+@torch.no_grad()
+def estimate(model: nn.Module, tokenizer: Tokenizer, layer: int, texts: list[str] | None = None,
+             max_tokens: int = 100_000, batch_size: int = 64, ridge: float = 1e-4,
+             use_disk: bool = True) -> KeyCovariance:
     """C = E[k kᵀ] [4d, 4d] (float64, on the model's device) of the keys entering the MLP output
     projection of ``layer``, over ``texts`` (default :func:`corpus_texts`), plus ``ridge`` x its
     mean diagonal on the diagonal so that it is safely invertible. The forward pass stops at that
@@ -57,15 +77,16 @@ def key_covariance(model: nn.Module, tokenizer, layer: int, texts: list[str] | N
     texts = corpus_texts() if texts is None else texts
     key = fingerprint(model, layer, texts)
     device = device_of(model)
-    path = Path(runtime.cache_dir()) / f"cov-{key}.pt"
+    path = Path(runtime.cache_dir()) / f"cov2-{key}.pt"   # cov2: C and its token count
     start = time.perf_counter()
     if key in _MEMO:
-        LAST.update(seconds=0.0, cached=1)
-        return _MEMO[key].to(device)
+        C, count = _MEMO[key]
+        return KeyCovariance(C.to(device), count, 0.0, True)
     if use_disk and path.exists():
-        _MEMO[key] = torch.load(path, map_location="cpu", weights_only=True)
-        LAST.update(seconds=time.perf_counter() - start, cached=1)
-        return _MEMO[key].to(device)
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        C, count = saved["C"], int(saved["tokens"])
+        _MEMO[key] = (C, count)
+        return KeyCovariance(C.to(device), count, time.perf_counter() - start, True)
     name = layers(model).mlp_out_name(layer)
     total, count = None, 0
     with evaluating(model):
@@ -81,8 +102,7 @@ def key_covariance(model: nn.Module, tokenizer, layer: int, texts: list[str] | N
                 break
     C = total / count
     C += ridge * C.diagonal().mean() * torch.eye(len(C), dtype=C.dtype, device=C.device)
-    _MEMO[key] = C.cpu()
+    _MEMO[key] = (C.cpu(), count)
     if use_disk:
-        torch.save(_MEMO[key], path)
-    LAST.update(seconds=time.perf_counter() - start, tokens=count, cached=0)
-    return C
+        torch.save({"C": C.cpu(), "tokens": count}, path)
+    return KeyCovariance(C, count, time.perf_counter() - start, False)

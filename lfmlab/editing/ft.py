@@ -18,6 +18,7 @@ from torch import nn
 
 from lfmlab.core.lm import pair_batch
 from lfmlab.core.params import device_of, evaluating, trainable
+from lfmlab.core.types import Tokenizer
 from lfmlab.data.world import EditRequest
 from lfmlab.editing.base import EditResult, as_edit
 from lfmlab.zoo.layers import layers
@@ -47,9 +48,9 @@ def _params(model: nn.Module, cfg: FTConfig) -> dict[str, nn.Parameter]:
     return {n: p for n, p in model.named_parameters() if n.startswith(prefix) and p.dim() > 1}
 
 
-def edit(model: nn.Module, tokenizer, request: EditRequest, cfg: FTConfig | None = None) -> EditResult:
+def edit(model: nn.Module, tokenizer: Tokenizer, request: EditRequest, config: FTConfig | None = None) -> EditResult:
     """Fine-tune towards ``request.target_new``; returns the weight change, restores the model."""
-    cfg = cfg or FTConfig()
+    cfg = config or FTConfig()
     request = as_edit(tokenizer, request)  # the edit only: no grading prompt reaches FT
     start = time.perf_counter()
     device = device_of(model)

@@ -36,6 +36,7 @@ from torch import nn
 from lfmlab.core.hooks import capture
 from lfmlab.core.lm import encode_prompt, pair_batch
 from lfmlab.core.params import device_of, frozen
+from lfmlab.core.types import Tokenizer
 from lfmlab.data.world import EditRequest
 from lfmlab.editing.base import Edit, as_edit
 from lfmlab.zoo.layers import layers
@@ -52,7 +53,8 @@ class GraceConfig:
 class Grace(nn.Module):
     """``base`` with a GRACE codebook at ``cfg.layer``'s block output. Use like the base model."""
 
-    def __init__(self, base: nn.Module, tokenizer, cfg: GraceConfig | None = None):
+    def __init__(self, base: nn.Module, tokenizer: Tokenizer, config: GraceConfig | None = None):
+        cfg = config
         super().__init__()
         self.base, self.tokenizer, self.cfg = base, tokenizer, cfg or GraceConfig()
         self.config = base.config

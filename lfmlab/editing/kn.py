@@ -41,6 +41,7 @@ from torch import nn
 from lfmlab.core.hooks import capture
 from lfmlab.core.lm import encode_prompt, encode_target
 from lfmlab.core.params import device_of
+from lfmlab.core.types import Tokenizer
 from lfmlab.data import world
 from lfmlab.data.world import EditRequest
 from lfmlab.editing.base import EditResult, as_edit
@@ -66,7 +67,7 @@ class KNConfig:
             raise ValueError(f"position must be 'subject' or 'last', not {self.position!r}")
 
 
-def attribute(model: nn.Module, tokenizer, prompt: str, target: str, steps: int = 20,
+def attribute(model: nn.Module, tokenizer: Tokenizer, prompt: str, target: str, steps: int = 20,
               position: int = -1) -> torch.Tensor:
     """Integrated-gradients attribution [L, 4d] of every FFN neuron at token ``position`` of the
     prompt (default: the last token, as in Dai et al.) for p(first token of ``target``) at the
@@ -105,7 +106,7 @@ def attribute(model: nn.Module, tokenizer, prompt: str, target: str, steps: int 
     return torch.stack(out).detach()
 
 
-def _position(tokenizer, prompt: str, subject: str | None, cfg: KNConfig) -> int:
+def _position(tokenizer: Tokenizer, prompt: str, subject: str | None, cfg: KNConfig) -> int:
     if cfg.position == "last" or subject is None:
         return -1
     return subject_span(tokenizer, prompt, subject)[1] - 1
@@ -114,7 +115,7 @@ def _position(tokenizer, prompt: str, subject: str | None, cfg: KNConfig) -> int
 _CACHE: dict[tuple, tuple[set[tuple[int, int]], torch.Tensor]] = {}
 
 
-def _active(model, tokenizer, prompt: str, target: str, cfg: KNConfig,
+def _active(model, tokenizer: Tokenizer, prompt: str, target: str, cfg: KNConfig,
             subject: str | None = None) -> tuple[set[tuple[int, int]], torch.Tensor]:
     # the same unrelated facts recur for every edit: remember their neurons for as long as the
     # weights are the same (a checksum of every parameter; edits are applied and then restored)
@@ -130,12 +131,13 @@ def _active(model, tokenizer, prompt: str, target: str, cfg: KNConfig,
     return _CACHE[key]
 
 
-def locate(model: nn.Module, tokenizer, prompts: list[str], target: str, cfg: KNConfig,
+def locate(model: nn.Module, tokenizer: Tokenizer, prompts: list[str], target: str, config: KNConfig,
            generic_prompts=(), subject: str | None = None) -> list[tuple[int, int]]:
     """The knowledge neurons (layer, index) of the fact ``prompts`` -> ``target`` (attributed at
     ``subject``'s last token unless ``cfg.position == "last"``), minus the neurons also active
     for the unrelated facts ``generic_prompts``: (prompt, subject, object) triples, or
     (prompt, object) pairs attributed at the last token."""
+    cfg = config
     votes: dict[tuple[int, int], int] = {}
     score: dict[tuple[int, int], float] = {}
     for prompt in prompts:
@@ -154,7 +156,7 @@ def locate(model: nn.Module, tokenizer, prompts: list[str], target: str, cfg: KN
     return kept[:cfg.max_neurons]
 
 
-def edit(model: nn.Module, tokenizer, request: EditRequest, cfg: KNConfig | None = None,
+def edit(model: nn.Module, tokenizer: Tokenizer, request: EditRequest, config: KNConfig | None = None,
          prompts: list[str] | None = None, generic_prompts=None) -> EditResult:
     """Move the knowledge neurons' value vectors from e(true) to e(new). Returns the deltas.
 
@@ -162,7 +164,7 @@ def edit(model: nn.Module, tokenizer, request: EditRequest, cfg: KNConfig | None
     ``generic_prompts``: unrelated facts whose neurons are not edited (default:
     ``cfg.n_generic`` train facts of other subjects drawn with ``cfg.generic_seed`` by
     :meth:`~lfmlab.data.world.World.generic_prompts`, under a template no metric scores)."""
-    cfg = cfg or KNConfig()
+    cfg = config or KNConfig()
     request = as_edit(tokenizer, request)  # the edit only: no grading prompt reaches KN
     start = time.perf_counter()
     layout = layers(model)

@@ -34,6 +34,7 @@ from torch import nn
 from lfmlab.core.hooks import run_until
 from lfmlab.core.lm import encode_prompt, right_pad
 from lfmlab.core.params import device_of, evaluating
+from lfmlab.core.types import Tokenizer
 from lfmlab.data.world import EditRequest
 from lfmlab.editing import rome
 from lfmlab.editing.base import EditResult, applied, as_edit, merge
@@ -49,7 +50,7 @@ class MemitConfig(rome.RomeConfig):
     )
 
 
-def _top_hidden(model, tokenizer, pairs: list[tuple[str, str]], top: int, rows: int = 512) -> torch.Tensor:
+def _top_hidden(model, tokenizer: Tokenizer, pairs: list[tuple[str, str]], top: int, rows: int = 512) -> torch.Tensor:
     """The residual stream after block ``top`` at the subject's last token of each bare
     (prompt, subject) pair [n, d], in right-padded batches (the forward pass stops at ``top``)."""
     name = layers(model).block_name(top)
@@ -66,21 +67,22 @@ def _top_hidden(model, tokenizer, pairs: list[tuple[str, str]], top: int, rows: 
     return torch.cat(out)
 
 
-def targets(model: nn.Module, tokenizer, requests: list[EditRequest], cfg: MemitConfig,
+def targets(model: nn.Module, tokenizer: Tokenizer, requests: list[EditRequest], config: MemitConfig,
             prefixes: list[str]) -> torch.Tensor:
     """Step 1: the target z_i for the residual stream after the top edited layer, per request [n, d].
     Each is independent of the others, so a batch can reuse them for any subset of its requests."""
+    cfg = config
     module = layers(model).block_name(max(cfg.edit_layers))
     requests = [as_edit(tokenizer, r) for r in requests]
     return rome.compute_values(model, tokenizer, requests, prefixes, cfg, module=module)[0]   # one batched run
 
 
-def edit(model: nn.Module, tokenizer, requests: list[EditRequest], cfg: MemitConfig | None = None,
+def edit(model: nn.Module, tokenizer: Tokenizer, requests: list[EditRequest], config: MemitConfig | None = None,
          covs: dict[int, torch.Tensor] | None = None, prefixes: list[str] | None = None,
          z: torch.Tensor | None = None) -> EditResult:
     """Insert all ``requests`` at once. Returns the summed weight delta of every edited layer.
     ``z`` [n, d]: the requests' targets from :func:`targets` (computed here when None)."""
-    cfg = cfg or MemitConfig()
+    cfg = config or MemitConfig()
     requests = [as_edit(tokenizer, r) for r in requests]  # the edits only, not their exams
     subjects = [r.subject for r in requests]
     if len(set(subjects)) != len(subjects):
@@ -121,7 +123,7 @@ def edit(model: nn.Module, tokenizer, requests: list[EditRequest], cfg: MemitCon
 
 
 @torch.no_grad()
-def spill(model: nn.Module, tokenizer, deltas: dict[str, torch.Tensor], edited: list[EditRequest],
+def spill(model: nn.Module, tokenizer: Tokenizer, deltas: dict[str, torch.Tensor], edited: list[EditRequest],
           others: list[tuple[str, str]], top: int) -> dict[str, float]:
     """How much of a batch update lands on subjects nobody edited.
 

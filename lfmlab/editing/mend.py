@@ -34,6 +34,7 @@ from torch.func import functional_call
 from lfmlab.core.hooks import capture
 from lfmlab.core.lm import pair_batch
 from lfmlab.core.params import device_of, frozen
+from lfmlab.core.types import Tokenizer
 from lfmlab.data.world import EditRequest, World
 from lfmlab.editing.base import EditResult, as_edit
 from lfmlab.progress import progress
@@ -107,7 +108,8 @@ def _factors(model, names: list[str], batch) -> tuple[dict, dict]:
 class Mend(nn.Module):
     """A trained set of MEND editors for one model (use :func:`train`, then :meth:`edit`)."""
 
-    def __init__(self, model: nn.Module, cfg: MendConfig):
+    def __init__(self, model: nn.Module, config: MendConfig):
+        cfg = config
         super().__init__()
         layout = layers(model)
         self.cfg = cfg
@@ -116,7 +118,7 @@ class Mend(nn.Module):
         self.editors = nn.ModuleList([Editor(i, o, cfg.rank, cfg.init_log_eta) for i, o in dims])
         self.history: list[float] = []
 
-    def deltas(self, model: nn.Module, tokenizer, prompt: str, target: str) -> dict[str, torch.Tensor]:
+    def deltas(self, model: nn.Module, tokenizer: Tokenizer, prompt: str, target: str) -> dict[str, torch.Tensor]:
         """The weight deltas for one edit (differentiable w.r.t. the editors)."""
         device = device_of(model)
         batch = pair_batch(tokenizer, [prompt], [target], device)
@@ -124,7 +126,7 @@ class Mend(nn.Module):
         return {f"{n}.weight": as_weight_layout(model.get_submodule(n), ed(u[n], d[n]))
                 for n, ed in zip(self.names, self.editors)}
 
-    def edit(self, model: nn.Module, tokenizer, request: EditRequest) -> EditResult:
+    def edit(self, model: nn.Module, tokenizer: Tokenizer, request: EditRequest) -> EditResult:
         """One edit in one pass: no optimisation loop. The model is unchanged on return."""
         request = as_edit(tokenizer, request)
         start = time.perf_counter()
@@ -153,11 +155,11 @@ def _examples(world: World, rng: random.Random, n: int, exclude: set[str]):
     return out
 
 
-def train(model: nn.Module, tokenizer, world: World, cfg: MendConfig | None = None,
+def train(model: nn.Module, tokenizer: Tokenizer, world: World, config: MendConfig | None = None,
           exclude_subjects: set[str] | None = None) -> Mend:
     """Train MEND's editors on edits of ``world``'s train facts (not of ``exclude_subjects``,
     e.g. the subjects the notebook evaluates on). The model is frozen throughout."""
-    cfg = cfg or MendConfig()
+    cfg = config or MendConfig()
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     device = device_of(model)

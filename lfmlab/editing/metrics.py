@@ -37,6 +37,7 @@ from torch import nn
 
 from lfmlab.core.lm import pair_batch, token_logprobs
 from lfmlab.core.params import device_of
+from lfmlab.core.types import Tokenizer
 from lfmlab.data.world import EditRequest
 
 
@@ -51,7 +52,7 @@ class PairStats:
 
 
 @torch.no_grad()
-def pair_stats(model: nn.Module, tokenizer, prompts: list[str], targets: list[str],
+def pair_stats(model: nn.Module, tokenizer: Tokenizer, prompts: list[str], targets: list[str],
                batch_size: int = 256) -> PairStats:
     """Teacher-forced statistics of each pair. Memory-based editors (SERAC) route on the prompt
     alone: a model with ``needs_prompt_len`` is also told where each answer starts."""
@@ -78,7 +79,7 @@ class Reference:
     same_subject_hit: list[torch.Tensor]
 
 
-def reference(model: nn.Module, tokenizer, requests: list[EditRequest]) -> Reference:
+def reference(model: nn.Module, tokenizer: Tokenizer, requests: list[EditRequest]) -> Reference:
     """Record what the unedited model predicts, to measure what an edit changes."""
     nb = [pair_stats(model, tokenizer, [p for p, _ in r.neighbourhood], [o for _, o in r.neighbourhood]).argmax
           for r in requests]
@@ -86,7 +87,7 @@ def reference(model: nn.Module, tokenizer, requests: list[EditRequest]) -> Refer
     return Reference(nb, ss)
 
 
-def _hits(model, tokenizer, pairs) -> torch.Tensor:
+def _hits(model, tokenizer: Tokenizer, pairs) -> torch.Tensor:
     if not pairs:
         return torch.empty(0, dtype=torch.bool)
     return pair_stats(model, tokenizer, [p for p, _ in pairs], [o for _, o in pairs]).token_acc == 1.0
@@ -118,7 +119,7 @@ def _mean(values: list[float]) -> float:
     return float(torch.tensor(values, dtype=torch.float).nanmean()) if values else float("nan")
 
 
-def score_one(model: nn.Module, tokenizer, request: EditRequest, ref_argmax: list[tuple[int, ...]],
+def score_one(model: nn.Module, tokenizer: Tokenizer, request: EditRequest, ref_argmax: list[tuple[int, ...]],
               ref_same: torch.Tensor, length_normalised: bool = False) -> dict[str, float]:
     """All metrics of one request on ``model`` (the model with this edit applied).
     ``length_normalised``: compare mean per-token log-probs (ROME's code) instead of sums."""
@@ -156,7 +157,7 @@ def summarise(rows: list[dict[str, float]]) -> EditScores:
     return EditScores(**{key: _mean([r[key] for r in rows]) for key in keys}, n=len(rows))
 
 
-def evaluate(model: nn.Module, tokenizer, requests: list[EditRequest], ref: Reference,
+def evaluate(model: nn.Module, tokenizer: Tokenizer, requests: list[EditRequest], ref: Reference,
              length_normalised: bool = False) -> EditScores:
     """Metrics of ``requests`` on a model in which all of them are applied (batch editing)."""
     return summarise([score_one(model, tokenizer, r, a, s, length_normalised)

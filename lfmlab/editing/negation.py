@@ -26,11 +26,12 @@ from torch import nn
 from lfmlab.core.lm import pair_batch
 from lfmlab.core.params import device_of
 from lfmlab.core.state import scale, state_of, task_vector
+from lfmlab.core.types import Tokenizer
 from lfmlab.data.world import Fact, World
 from lfmlab.editing.base import EditResult
 
 
-def forget(model: nn.Module, tokenizer, world: World, facts: list[Fact], lam: float = 1.0, steps: int = 100,
+def forget(model: nn.Module, tokenizer: Tokenizer, world: World, facts: list[Fact], lam: float = 1.0, steps: int = 100,
            lr: float = 3e-4, batch: int = 16, scope: str = "mlp", seed: int = 0) -> EditResult:
     """Fine-tune a copy on ``facts`` (train templates; only MLP weights when ``scope="mlp"``),
     then return the delta -λ τ."""

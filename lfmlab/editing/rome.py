@@ -54,6 +54,7 @@ from torch import nn
 from lfmlab.core.hooks import capture, rewrite, run_until
 from lfmlab.core.lm import SplitBatch, encode_prompt, pair_batch, right_pad
 from lfmlab.core.params import device_of, evaluating, frozen
+from lfmlab.core.types import Tokenizer
 from lfmlab.data import world
 from lfmlab.data.world import EditRequest
 from lfmlab.editing.base import Edit, EditResult, as_edit
@@ -82,7 +83,7 @@ class RomeConfig:
 
 
 @torch.no_grad()
-def random_prefixes(model: nn.Module, tokenizer, n: int, lengths: tuple[int, ...] = (5, 10),
+def random_prefixes(model: nn.Module, tokenizer: Tokenizer, n: int, lengths: tuple[int, ...] = (5, 10),
                     seed: int = 0) -> list[str]:
     """Short texts sampled from the model itself (ROME's "context templates")."""
     device = device_of(model)
@@ -103,7 +104,7 @@ def random_prefixes(model: nn.Module, tokenizer, n: int, lengths: tuple[int, ...
     return out
 
 
-def _positions(tokenizer, texts: list[str], subject: str, prompt_start: list[int]) -> torch.Tensor:
+def _positions(tokenizer: Tokenizer, texts: list[str], subject: str, prompt_start: list[int]) -> torch.Tensor:
     """Index of the subject's last token in each text (the occurrence inside the prompt part)."""
     return torch.tensor([subject_span(tokenizer, t, subject, char_from=c)[1] - 1
                          for t, c in zip(texts, prompt_start)])
@@ -115,14 +116,14 @@ def _contexts(prefixes: list[str], prompt: str) -> tuple[list[str], list[int]]:
 
 
 def compute_key(
-    model, tokenizer, subject: str, prompt: str, prefixes: list[str], layer: int
+    model, tokenizer: Tokenizer, subject: str, prompt: str, prefixes: list[str], layer: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(k*, k): W's input at the subject's last token averaged over contexts [4d], and for the bare prompt."""
     k_star, k = compute_keys(model, tokenizer, [(subject, prompt)], prefixes, layer)
     return k_star[0], k[0]
 
 
-def compute_keys(model, tokenizer, pairs: list[tuple[str, str]], prefixes: list[str], layer: int,
+def compute_keys(model, tokenizer: Tokenizer, pairs: list[tuple[str, str]], prefixes: list[str], layer: int,
                  rows: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`compute_key` for many (subject, prompt) pairs: (k* [n, 4d], k [n, 4d]), every
     context of every pair in right-padded batches of at most ``rows`` rows (the forward pass
@@ -146,16 +147,17 @@ def compute_keys(model, tokenizer, pairs: list[tuple[str, str]], prefixes: list[
     return keys.mean(1), keys[:, 0]
 
 
-def compute_value(model, tokenizer, request: Edit, prefixes: list[str], cfg: RomeConfig,
+def compute_value(model, tokenizer: Tokenizer, request: Edit, prefixes: list[str], config: RomeConfig,
                   module: str | None = None) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """(v*, v): the optimised output of ``module`` (default: W, the MLP output projection of
     ``cfg.layer``) at the subject's last token, and its original value [d]. MEMIT calls this
     with a block's name: the same optimisation on the residual stream."""
+    cfg = config
     v_star, v, infos = compute_values(model, tokenizer, [request], prefixes, cfg, module)
     return v_star[0], v[0], infos[0]
 
 
-def compute_values(model, tokenizer, requests: list[Edit], prefixes: list[str], cfg: RomeConfig,
+def compute_values(model, tokenizer: Tokenizer, requests: list[Edit], prefixes: list[str], config: RomeConfig,
                    module: str | None = None, chunk: int = 32) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
     """:func:`compute_value` for many requests in one optimisation: (v* [R, d], v [R, d], infos).
 
@@ -163,6 +165,7 @@ def compute_values(model, tokenizer, requests: list[Edit], prefixes: list[str], 
     its own, and Adam is elementwise, so each δ_i follows the path it would follow alone (up to
     float rounding). A request that reaches NLL < 0.05 stops, as alone, and leaves the batch.
     At most ``chunk`` requests share a forward pass (memory)."""
+    cfg = config
     requests = [as_edit(tokenizer, r) for r in requests]
     if len(requests) > chunk:
         parts = [compute_values(model, tokenizer, requests[i:i + chunk], prefixes, cfg, module, chunk)
@@ -263,10 +266,10 @@ def compute_values(model, tokenizer, requests: list[Edit], prefixes: list[str], 
     return (v + delta).detach(), v, [{"loss": h, "steps": len(h)} for h in histories]
 
 
-def edit(model: nn.Module, tokenizer, request: EditRequest, cfg: RomeConfig | None = None,
+def edit(model: nn.Module, tokenizer: Tokenizer, request: EditRequest, config: RomeConfig | None = None,
          cov: torch.Tensor | None = None, prefixes: list[str] | None = None) -> EditResult:
     """One ROME edit. Returns the weight delta; the model is unchanged on return."""
-    cfg = cfg or RomeConfig()
+    cfg = config or RomeConfig()
     request = as_edit(tokenizer, request)  # the edit only: no grading prompt reaches ROME
     start = time.perf_counter()
     layout = layers(model)

@@ -29,6 +29,7 @@ from torch import nn
 
 from lfmlab.core.lm import encode_prompt
 from lfmlab.core.params import device_of
+from lfmlab.core.types import Tokenizer
 from lfmlab.data.world import EditRequest, World
 from lfmlab.editing.base import Edit, as_edit
 from lfmlab.progress import progress
@@ -99,7 +100,7 @@ def train_scope(encoder, world: World, n_facts: int = 400, steps: int = 300, see
     return clf.eval(), report
 
 
-def train_counterfactual(model: nn.Module, tokenizer, world: World, steps: int = 300, batch: int = 16,
+def train_counterfactual(model: nn.Module, tokenizer: Tokenizer, world: World, steps: int = 300, batch: int = 16,
                          lr: float = 1e-3, seed: int = 0, exclude_subjects: set[str] | None = None) -> nn.Module:
     """A fine-tuned *copy* of ``model`` that answers from an edit descriptor in its context:
     "<prompt_a> <new>. <prompt_b>" -> "<new>", where a and b are two train templates of the same
@@ -139,7 +140,7 @@ class Serac(nn.Module):
 
     needs_prompt_len = True
 
-    def __init__(self, base: nn.Module, tokenizer, encoder, classifier: ScopeClassifier,
+    def __init__(self, base: nn.Module, tokenizer: Tokenizer, encoder, classifier: ScopeClassifier,
                  counterfactual: nn.Module, threshold: float = 0.5):
         super().__init__()
         self.base, self.tokenizer, self.encoder = base, tokenizer, encoder

@@ -27,6 +27,7 @@ import torch
 from lfmlab.core.hooks import capture, rewrite
 from lfmlab.core.lm import encode_prompt, encode_target
 from lfmlab.core.params import device_of
+from lfmlab.core.types import Tokenizer
 from lfmlab.zoo.layers import Layout, layers
 
 KINDS = ("hidden", "mlp", "attn")
@@ -36,7 +37,7 @@ def _name(layout: Layout, kind: str, layer: int) -> str:
     return {"hidden": layout.block_name, "mlp": layout.mlp_name, "attn": layout.attn_name}[kind](layer)
 
 
-def subject_span(tokenizer, prompt: str, subject: str, char_from: int = 0) -> tuple[int, int]:
+def subject_span(tokenizer: Tokenizer, prompt: str, subject: str, char_from: int = 0) -> tuple[int, int]:
     """Token positions [start, end) of ``subject`` in the encoded ``prompt``: its first
     occurrence at or after character ``char_from`` (use it to skip a prefix)."""
     if not subject or subject not in prompt[char_from:]:
@@ -77,7 +78,7 @@ class TraceResult:
 
 
 @torch.no_grad()
-def trace(model, tokenizer, prompt: str, subject: str, target: str, samples: int = 10,
+def trace(model, tokenizer: Tokenizer, prompt: str, subject: str, target: str, samples: int = 10,
           noise: float | None = None, kinds: tuple[str, ...] = KINDS, window: int = 1,
           seed: int = 0, chunk_rows: int = 512) -> TraceResult:
     """Causal trace of ``prompt`` -> ``target`` with ``subject`` corrupted. See the module doc.
@@ -144,7 +145,7 @@ def trace(model, tokenizer, prompt: str, subject: str, target: str, samples: int
 
 
 @torch.no_grad()
-def profile(model, tokenizer, cases: list[tuple[str, str, str]], samples: int = 10,
+def profile(model, tokenizer: Tokenizer, cases: list[tuple[str, str, str]], samples: int = 10,
             kinds: tuple[str, ...] = KINDS, seed: int = 0) -> dict:
     """Average indirect effect per layer at the subject's last token and at the last token,
     over ``cases`` = [(prompt, subject, target), ...] that the model gets right.

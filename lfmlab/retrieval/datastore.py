@@ -31,6 +31,7 @@ from torch import nn
 from lfmlab.core.hooks import capture
 from lfmlab.core.lm import right_pad
 from lfmlab.core.params import device_of
+from lfmlab.core.types import Tokenizer
 
 BACKENDS = ("exact", "faiss-flat", "faiss-ivf")
 FAISS_HINT = ("the faiss back-end needs faiss-cpu, which lfmlab's 'faiss' extra installs: "
@@ -288,7 +289,7 @@ class Datastore:
         return self._index.search(queries, k)
 
     # ---- knowledge in, knowledge out -----------------------------------------------------------
-    def add(self, model: nn.Module, tokenizer, texts: Sequence[str], batch_size: int = 64) -> list[int]:
+    def add(self, model: nn.Module, tokenizer: Tokenizer, texts: Sequence[str], batch_size: int = 64) -> list[int]:
         """Encode ``texts`` with the frozen ``model`` and append their (key, value) pairs.
 
         Returns the new documents' ids (pass them to :meth:`remove` to take the knowledge out).
@@ -328,7 +329,7 @@ class Datastore:
         self._changed()
         return n_removed
 
-    def snippet(self, tokenizer, row: int, width: int = 8) -> tuple[str, str]:
+    def snippet(self, tokenizer: Tokenizer, row: int, width: int = 8) -> tuple[str, str]:
         """(the last ``width`` tokens of entry ``row``'s context, its value token), as text."""
         doc, pos = int(self.doc[row]), int(self.pos[row])
         toks = self.tokens[doc]
@@ -338,7 +339,7 @@ class Datastore:
 
 
 @torch.no_grad()
-def encode_documents(model: nn.Module, tokenizer, texts: Sequence[str], layer: str, batch_size: int = 64,
+def encode_documents(model: nn.Module, tokenizer: Tokenizer, texts: Sequence[str], layer: str, batch_size: int = 64,
                      first_id: int = 0, device: torch.device | None = None):
     """Run the frozen LM over each document; one entry per position t < len − 1.
 
@@ -374,7 +375,7 @@ def encode_documents(model: nn.Module, tokenizer, texts: Sequence[str], layer: s
     return (*out, tokens), list(range(first_id, first_id + len(texts)))
 
 
-def build(model: nn.Module, tokenizer, texts: Sequence[str], layer: str | None = None, batch_size: int = 64,
+def build(model: nn.Module, tokenizer: Tokenizer, texts: Sequence[str], layer: str | None = None, batch_size: int = 64,
           backend: str = "exact", device: torch.device | str | None = None, **index_options) -> Datastore:
     """Build a datastore from a corpus of documents (sentences or short passages).
 

@@ -28,6 +28,7 @@ from torch import nn
 from lfmlab import validate
 from lfmlab.core import lm
 from lfmlab.core.params import device_of
+from lfmlab.core.types import Tokenizer
 from lfmlab.retrieval.datastore import Datastore, Neighbours, forward_with_keys, pad
 
 
@@ -175,8 +176,8 @@ def _collect(model: nn.Module, store: Datastore, batches, k_max: int, full: bool
                     n_seqs, model.config.vocab_size, time.perf_counter() - start)
 
 
-def collect_pairs(model: nn.Module, tokenizer, store: Datastore, prompts: Sequence[str], targets: Sequence[str],
-                  k_max: int = 32, batch_size: int = 64, full: bool = True) -> KNNCache:
+def collect_pairs(model: nn.Module, tokenizer: Tokenizer, store: Datastore, prompts: Sequence[str],
+                  targets: Sequence[str], k_max: int = 32, batch_size: int = 64, full: bool = True) -> KNNCache:
     """Score ``targets`` after ``prompts`` (teacher forcing): one sequence per pair, one scored
     position per target token. ``full`` keeps the LM distributions for top-1 accuracy."""
     dev = device_of(model)
@@ -191,7 +192,7 @@ def collect_pairs(model: nn.Module, tokenizer, store: Datastore, prompts: Sequen
     return _collect(model, store, batches(), k_max, full)
 
 
-def collect_text(model: nn.Module, tokenizer, store: Datastore, texts: Sequence[str], k_max: int = 32,
+def collect_text(model: nn.Module, tokenizer: Tokenizer, store: Datastore, texts: Sequence[str], k_max: int = 32,
                  batch_size: int = 64, full: bool = False) -> KNNCache:
     """Score every next token of each text (after the BOS): for perplexity on running text."""
     dev = device_of(model)
@@ -295,7 +296,7 @@ class Lookup:
         return p_knn, interpolate(self.p_lm[None], p_knn[None], lam)[0]
 
 
-def lookup(model: nn.Module, tokenizer, store: Datastore, prompt: str, k_max: int = 32) -> Lookup:
+def lookup(model: nn.Module, tokenizer: Tokenizer, store: Datastore, prompt: str, k_max: int = 32) -> Lookup:
     """p_LM and the k_max neighbours of the context vector at the prompt's last token."""
     return lookup_ids(model, store, lm.encode_prompt(tokenizer, prompt), k_max, prompt)
 
@@ -314,7 +315,7 @@ def lookup_ids(model: nn.Module, store: Datastore, ids: Sequence[int], k_max: in
     return Lookup(prompt, logits[0, -1].float().softmax(-1), found, values)
 
 
-def generate(model: nn.Module, tokenizer, store: Datastore, prompt: str, lam: float, k: int,
+def generate(model: nn.Module, tokenizer: Tokenizer, store: Datastore, prompt: str, lam: float, k: int,
              temperature: float, max_new_tokens: int = 8, stop_at: str = ".") -> str:
     """Greedy decoding under eq. 3 (one forward pass and one search per new token)."""
     return lm.decode_greedily(tokenizer, lm.encode_prompt(tokenizer, prompt),
@@ -340,7 +341,7 @@ class KnowledgeUpdate:
     restored: bool
 
 
-def knowledge_update(model: nn.Module, tokenizer, store: Datastore, documents: Sequence[str],
+def knowledge_update(model: nn.Module, tokenizer: Tokenizer, store: Datastore, documents: Sequence[str],
                      prompts: Sequence[str], objects: Sequence[str], lam: float, k: int, temperature: float,
                      paraphrase_prompts: Sequence[str] = (), paraphrase_objects: Sequence[str] = (),
                      k_max: int | None = None) -> KnowledgeUpdate:

@@ -40,6 +40,7 @@ from torch import nn
 
 from lfmlab.core import lm
 from lfmlab.core.params import device_of
+from lfmlab.core.types import Tokenizer
 
 MODES = ("none", "prepend", "ensemble")
 _WORD = re.compile(r"[a-z0-9]+")
@@ -91,7 +92,7 @@ class DenseRetriever(Retriever):
 
     name = "dense (minilm)"
 
-    def __init__(self, encoder: nn.Module, tokenizer, batch_size: int = 128):
+    def __init__(self, encoder: nn.Module, tokenizer: Tokenizer, batch_size: int = 128):
         super().__init__()
         self.encoder, self.tokenizer, self.batch_size = encoder, tokenizer, batch_size
         self.embeddings: torch.Tensor | None = None                                  # [N, 384]
@@ -204,7 +205,7 @@ class RAGResult:
 
 
 @torch.no_grad()
-def ensemble_scores(model: nn.Module, tokenizer, passages: Sequence[Sequence[str]], weights: torch.Tensor,
+def ensemble_scores(model: nn.Module, tokenizer: Tokenizer, passages: Sequence[Sequence[str]], weights: torch.Tensor,
                     prompts: Sequence[str], answers: Sequence[str], batch_size: int = 64
                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """The REPLUG ensemble under teacher forcing: mix p_LM(· | d_j ⊕ x) over j with ``weights`` [Q, k].
@@ -238,7 +239,7 @@ def ensemble_scores(model: nn.Module, tokenizer, passages: Sequence[Sequence[str
     return torch.cat(exact), torch.cat(logprob)
 
 
-def answer(model: nn.Module, tokenizer, prompts: Sequence[str], answers: Sequence[str],
+def answer(model: nn.Module, tokenizer: Tokenizer, prompts: Sequence[str], answers: Sequence[str],
            retriever: Retriever | None = None, queries: Sequence[str] | None = None, k: int = 1,
            mode: str = "prepend", temperature: float = 0.1, batch_size: int = 64) -> RAGResult:
     """Score ``answers`` after ``prompts`` with k passages retrieved for ``queries`` (default: the prompts).

@@ -20,6 +20,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from lfmlab.core.types import Tokenizer
 from lfmlab.tuning.tasks import LMData
 from lfmlab.tuning.train import Callback, TrainConfig, TuneResult
 
@@ -114,7 +115,7 @@ class InstructTask:
                 f"held out {self.heldout_relation!r}; {sizes})")
 
 
-def instruction_task(tokenizer, train_relations: Sequence[str], heldout_relation: str = "continent",
+def instruction_task(tokenizer: Tokenizer, train_relations: Sequence[str], heldout_relation: str = "continent",
                      max_per_relation: int | None = None, seed: int = 0, world=None,
                      device: torch.device | str | None = None) -> InstructTask:
     """Build the instruction-tuning task (``max_per_relation`` caps facts per relation, for smoke runs)."""

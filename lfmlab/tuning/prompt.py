@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from lfmlab.core.params import count, frozen_copy
+from lfmlab.core.types import Tokenizer
 from lfmlab.tuning.train import Callback, TrainConfig, TuneResult, fit
 
 __all__ = ["SoftPrompt", "SoftPromptLM", "Output", "init_prompt", "add_prompt", "prompt_tuning"]
@@ -69,7 +70,7 @@ class SoftPromptLM(nn.Module):
 
 
 def init_prompt(model: nn.Module, n_tokens: int, init: str = "vocab", text: str | None = None,
-                tokenizer=None, seed: int = 0) -> torch.Tensor:
+                tokenizer: Tokenizer | None = None, seed: int = 0) -> torch.Tensor:
     """Initial soft tokens [n, d] taken from the model's vocabulary embeddings.
 
     ``init="vocab"``: n tokens drawn at random from the vocabulary (Lester's sampled-vocabulary
@@ -92,14 +93,15 @@ def init_prompt(model: nn.Module, n_tokens: int, init: str = "vocab", text: str 
 
 
 def add_prompt(model: nn.Module, n_tokens: int = 8, init: str = "vocab", text: str | None = None,
-               tokenizer=None, seed: int = 0) -> SoftPromptLM:
+               tokenizer: Tokenizer | None = None, seed: int = 0) -> SoftPromptLM:
     """A :class:`SoftPromptLM` over a frozen copy of ``model``, with n trainable soft tokens."""
     base = frozen_copy(model)
     return SoftPromptLM(base, SoftPrompt(init_prompt(base, n_tokens, init, text, tokenizer, seed)), n_tokens)
 
 
 def prompt_tuning(model: nn.Module, data, n_tokens: int = 8, init: str = "vocab", text: str | None = None,
-                  tokenizer=None, config: TrainConfig | None = None, callback: Callback | None = None) -> TuneResult:
+                  tokenizer: Tokenizer | None = None, config: TrainConfig | None = None,
+                  callback: Callback | None = None) -> TuneResult:
     """Lester prompt tuning: learn n soft tokens in front of the input of a frozen copy of ``model``."""
     cfg = config or TrainConfig()
     new = add_prompt(model, n_tokens, init, text, tokenizer, cfg.seed)

@@ -30,6 +30,7 @@ from torch import nn
 
 from lfmlab.core import lm
 from lfmlab.core.params import device_of
+from lfmlab.core.types import Tokenizer
 
 __all__ = ["LMData", "ChoiceData", "ClassData", "QATask", "ClassTask", "EncoderClassifier", "QA_RELATIONS", "qa_prompt",
            "world_qa", "country_continent", "random_like", "lm_loss", "row_losses", "encoder_targets",
@@ -73,7 +74,7 @@ class LMData:
     lengths: torch.Tensor
 
     @classmethod
-    def build(cls, tokenizer, prompts: Sequence[str], targets: Sequence[str],
+    def build(cls, tokenizer: Tokenizer, prompts: Sequence[str], targets: Sequence[str],
               device: torch.device | str | None = None) -> "LMData":
         if not prompts:
             raise ValueError("LMData needs at least one (prompt, target) pair")
@@ -151,7 +152,7 @@ class ChoiceData:
     answer: torch.Tensor  # [N] index of the true candidate
 
     @classmethod
-    def build(cls, tokenizer, prompts: Sequence[str], targets: Sequence[str], candidates: Sequence[str],
+    def build(cls, tokenizer: Tokenizer, prompts: Sequence[str], targets: Sequence[str], candidates: Sequence[str],
               device: torch.device | str | None = None) -> "ChoiceData":
         cands = list(candidates)
         missing = sorted(set(targets) - set(cands))
@@ -197,7 +198,7 @@ class QATask:
                 f"{len(self.train_subjects)} subjects; {sizes})")
 
 
-def world_qa(tokenizer, relations: Sequence[str] = QA_RELATIONS, train_share: float = 0.5, question: int = 0,
+def world_qa(tokenizer: Tokenizer, relations: Sequence[str] = QA_RELATIONS, train_share: float = 0.5, question: int = 0,
              max_subjects: int | None = None, seed: int = 0, world=None,
              device: torch.device | str | None = None) -> QATask:
     """Build the question-answering task for world-lm (see the module docstring).
@@ -290,7 +291,7 @@ class ClassData:
     labels: torch.Tensor  # [N]
 
     @classmethod
-    def build(cls, tokenizer, texts: Sequence[str], labels: Sequence[int],
+    def build(cls, tokenizer: Tokenizer, texts: Sequence[str], labels: Sequence[int],
               device: torch.device | str | None = None) -> "ClassData":
         from lfmlab import runtime
 
@@ -329,7 +330,7 @@ class ClassTask:
         return f"ClassTask({len(self.classes)} classes, {len(self.train)} train / {len(self.test)} held-out)"
 
 
-def country_continent(tokenizer, train_share: float = 0.5, seed: int = 0, world=None,
+def country_continent(tokenizer: Tokenizer, train_share: float = 0.5, seed: int = 0, world=None,
                       device: torch.device | str | None = None) -> ClassTask:
     """Country name -> continent (UN M49, six classes), split by country at random (``seed``)."""
     from lfmlab.data import world as world_data

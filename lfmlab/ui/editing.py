@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt
 from traitlets import Enum, Int, Unicode
 
 from lfmlab.core import lm
+from lfmlab.core.types import Tokenizer
 from lfmlab.data.world import EditRequest, World
 from lfmlab.editing import metrics, trace
 from lfmlab.editing.base import EditResult
@@ -42,7 +43,7 @@ class EditorPanel(Panel):
     probe = Unicode("The capital of Peru is")
     k = Int(5, min=1, max=20)
 
-    def __init__(self, model, tokenizer, world: World, editors: dict[str, Editor], **kwargs):
+    def __init__(self, model, tokenizer: Tokenizer, world: World, editors: dict[str, Editor], **kwargs):
         """``editors``: name -> :class:`~lfmlab.editing.editor.Editor`, usually
         ``lfmlab.editing.editors(workbench)`` (the registry); bare functions and memory models are
         accepted too (:func:`~lfmlab.editing.editor.as_editor`)."""
@@ -167,7 +168,7 @@ class TracePanel(Panel):
     samples = Int(10, min=1, max=50)
     kind = Enum(["all", "hidden", "mlp", "attn"], default_value="all")
 
-    def __init__(self, model, tokenizer, world: World, **kwargs):
+    def __init__(self, model, tokenizer: Tokenizer, world: World, **kwargs):
         super().__init__(**kwargs)
         self.model, self.tokenizer, self.world = model, tokenizer, world
 

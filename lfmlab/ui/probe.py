@@ -7,6 +7,7 @@ import ipywidgets as W
 from traitlets import Int, Unicode
 
 from lfmlab.core import lm
+from lfmlab.core.types import Tokenizer
 from lfmlab.ui.panel import BadInput, Panel
 from lfmlab.ui.plots import bar_widget, set_bars
 
@@ -26,7 +27,7 @@ class ProbePanel(Panel):
     prompt = Unicode("The capital of Peru is")
     k = Int(10, min=1, max=50)
 
-    def __init__(self, model, tokenizer, **kwargs):
+    def __init__(self, model, tokenizer: Tokenizer, **kwargs):
         super().__init__(**kwargs)
         self.model, self.tokenizer = model, tokenizer
         self.figure = bar_widget("next-token distribution")

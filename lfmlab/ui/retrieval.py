@@ -16,6 +16,7 @@ from traitlets import Float, Int, Unicode
 
 from lfmlab import validate
 from lfmlab.core import lm
+from lfmlab.core.types import Tokenizer
 from lfmlab.data import world as world_data
 from lfmlab.data.world import Fact
 from lfmlab.retrieval import knnlm
@@ -26,7 +27,7 @@ from lfmlab.ui.plots import bar_widget, set_bars
 K_MAX = 64
 
 
-def _top(p, tokenizer, n: int) -> tuple[list[str], list[float]]:
+def _top(p, tokenizer: Tokenizer, n: int) -> tuple[list[str], list[float]]:
     values, idx = p.topk(n)
     return [tokenizer.decode([int(i)]) for i in idx], [float(v) for v in values]
 
@@ -49,7 +50,7 @@ class KNNPanel(Panel):
     temperature = Float(10.0)
     top = Int(8)
 
-    def __init__(self, model, tokenizer, store: Datastore, **kwargs):
+    def __init__(self, model, tokenizer: Tokenizer, store: Datastore, **kwargs):
         super().__init__(**kwargs)
         self.model, self.tokenizer, self.store = model, tokenizer, store
         self.figures = [bar_widget(t, height=280) for t in ("LM: p_LM", "neighbours: p_kNN", "kNN-LM: p")]
@@ -137,7 +138,7 @@ class FactPanel(Panel):
     k = Int(8)
     temperature = Float(10.0)
 
-    def __init__(self, model, tokenizer, store: Datastore, world=None, **kwargs):
+    def __init__(self, model, tokenizer: Tokenizer, store: Datastore, world=None, **kwargs):
         super().__init__(**kwargs)
         self.model, self.tokenizer = model, tokenizer
         self.store = store.copy()                               # the caller's store is never changed

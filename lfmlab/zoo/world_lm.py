@@ -36,6 +36,7 @@ import torch
 
 from lfmlab.core.lmtrain import pack, train_epoch
 from lfmlab.core.schedules import cosine
+from lfmlab.core.types import Tokenizer
 from lfmlab.zoo.card import ModelCard, record
 
 NAMES = ("world-lm",)
@@ -153,7 +154,7 @@ def build_model(arch: dict):
     return GPT2LMHeadModel(config)
 
 
-def pretrain(model, tokenizer, world, hp: dict, relations=None, log=print) -> list[float]:
+def pretrain(model, tokenizer: Tokenizer, world, hp: dict, relations=None, log=print) -> list[float]:
     """The training loop of the recipe. Returns the mean loss of each epoch."""
     from lfmlab.progress import progress
 
@@ -178,7 +179,7 @@ def pretrain(model, tokenizer, world, hp: dict, relations=None, log=print) -> li
     return losses
 
 
-def evaluate(model, tokenizer, world, relations=None) -> dict[str, float]:
+def evaluate(model, tokenizer: Tokenizer, world, relations=None) -> dict[str, float]:
     """The card's quality figures: exact-match recall under train and held-out templates, and
     held-out (never trained) facts without and with the fact given in context."""
     from lfmlab.core.lm import exact_match
@@ -204,7 +205,7 @@ def evaluate(model, tokenizer, world, relations=None) -> dict[str, float]:
     }
 
 
-def object_tokenisation(tokenizer, world) -> dict[str, int]:
+def object_tokenisation(tokenizer: Tokenizer, world) -> dict[str, int]:
     """How many distinct objects encode to 1, 2, ... tokens (recorded on the card, checked by tests)."""
     from lfmlab.core.lm import encode_target
 
