@@ -1,4 +1,4 @@
-"""Cross-checks against peft (a dev dependency): given identical weights, lfmlab's LoRA, prefix
+"""Cross-checks against peft (a dev dependency): given identical weights, lfmlab's LoRA, (IA)³, prefix
 tuning, prompt tuning and P-tuning compute the same logits as peft's, on GPT-2, GPT-NeoX and
 Llama layouts."""
 import copy
@@ -8,7 +8,7 @@ import torch
 
 peft = pytest.importorskip("peft")
 
-from lfmlab.tuning import lora, prefix, prompt, ptuning  # noqa: E402
+from lfmlab.tuning import ia3, lora, prefix, prompt, ptuning  # noqa: E402
 from lfmlab.zoo import hub  # noqa: E402
 
 ARCHS = ["gpt2", "gpt_neox", "llama"]
@@ -110,3 +110,46 @@ def test_ptuning_encoder_matches_peft(kind):
         a = ours(input_ids=ids, attention_mask=mask).logits
         b = ref(input_ids=ids, attention_mask=mask).logits[:, 4:]
     torch.testing.assert_close(_real(a, mask), _real(b, mask), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_ia3_matches_peft(arch):
+    """(IA)³ on the keys, values and MLP input: the same logits as peft's IA3 given the same vectors.
+    peft scales a fused q/k/v projection's whole output, so its query entries are held at 1."""
+    model = hub.random_model(arch, seed=2)
+    ours = ia3.add_ia3(model)
+    mods = ia3.ia3_modules(ours)
+    torch.manual_seed(7)
+    for m in mods.values():                                 # 1 at init: make the scaling non-trivial
+        m.ia3_l.data.uniform_(0.5, 1.5)
+    ff = [n for n, m in mods.items() if m.where == "in"]
+    cfg = peft.IA3Config(target_modules=list(mods), feedforward_modules=ff, fan_in_fan_out=(arch == "gpt2"))
+    ref = peft.get_peft_model(copy.deepcopy(model), cfg).eval()
+    for name, m in mods.items():
+        vec = ref.base_model.model.get_submodule(name).ia3_l["default"]
+        vec.data.copy_(m.scale().detach().reshape(vec.shape))
+    ids, mask = _batch()
+    with torch.no_grad():
+        a = ours(input_ids=ids, attention_mask=mask).logits
+        b = ref(input_ids=ids, attention_mask=mask).logits
+        base = model(input_ids=ids, attention_mask=mask).logits
+        merged = ia3.merge_and_unload(ours)(input_ids=ids, attention_mask=mask).logits
+    assert (_real(a, mask) - _real(base, mask)).abs().max() > 1e-3
+    torch.testing.assert_close(_real(a, mask), _real(b, mask), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(_real(merged, mask), _real(a, mask), atol=1e-5, rtol=1e-5)
+    assert not ia3.ia3_modules(ia3.merge_and_unload(ours))   # the deployed model has the base layout
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_ia3_starts_at_the_model_and_never_scales_queries(arch):
+    model = hub.random_model(arch, seed=3)
+    ours = ia3.add_ia3(model)
+    ids, mask = _batch()
+    with torch.no_grad():
+        torch.testing.assert_close(_real(ours(input_ids=ids, attention_mask=mask).logits, mask),
+                                   _real(model(input_ids=ids, attention_mask=mask).logits, mask))
+    fused = [m for m in ia3.ia3_modules(ours).values() if m.index is not None]
+    for m in fused:                                        # 2/3 of a fused projection: keys and values
+        assert len(m.index) * 3 == m.d_out * 2
+    trainable = {n for n, p in ours.named_parameters() if p.requires_grad}
+    assert trainable and all(n.endswith("ia3_l") for n in trainable)
