@@ -69,3 +69,18 @@ def test_every_notebook_declares_the_standard_parameters(path):
     declared = set(papermill.inspect_notebook(str(path)))
     required = {"SMOKE", "DEVICE"} | ({"SEED"} if path.parent.name == "notebooks" else set())
     assert required <= declared, f"{path.name} declares {sorted(declared)}"
+
+
+PROCESS_WORDS = ("issue #", "feasibility", "closing note", "this session", "the author's machine", "TODO")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[f"{p.parent.name}/{p.name}" for p in NOTEBOOKS])
+def test_notebook_lines_fit_in_100_characters_and_speak_of_the_method(path):
+    """The anatomy rules a reader sees: no cell line over 100 characters (code and prose), and no
+    words about how the notebook was made (issues, sessions, feasibility) instead of the method."""
+    nb = json.loads(path.read_text())
+    long = [(i, len(line)) for i, c in enumerate(nb["cells"]) for line in "".join(c["source"]).splitlines()
+            if len(line) > 100]
+    assert not long, f"{path.name}: (cell, length) of lines over 100 characters: {long}"
+    text = "\n".join("".join(c["source"]) for c in nb["cells"]).lower()
+    assert not [w for w in PROCESS_WORDS if w.lower() in text], path.name
