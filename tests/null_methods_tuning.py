@@ -2,7 +2,7 @@
 
 Each method of :mod:`lfmlab.tuning.claims` is replaced by what it is without its mechanism:
 
-* every gradient method (full fine-tuning, BitFit, LoRA, adapters, AdaMix, prefix, prompt and
+* every gradient method (full fine-tuning, BitFit, LoRA, adapters, AdaMix, (IA)³, prefix, prompt and
   P-tuning, instruction tuning, the minilm runs): the same method with learning rate 0, so its
   parameters never move (AdamW with lr = 0 leaves every parameter unchanged at every step, so 2
   steps give exactly the model 30 would; it keeps this module fast);
@@ -40,8 +40,8 @@ def _gradient_nulls(model, tok, task) -> dict[str, dict[str, float]]:
 
     out: dict[str, dict[str, float]] = {}
     sizes = {"LoRA": 4, "adapters": 8, "AdaMix": 8, "prefix tuning": 8, "prompt tuning": 10, "P-tuning": 10}
-    for name in ["full fine-tuning", "BitFit", "LoRA", "adapters", "AdaMix", "prefix tuning", "prompt tuning",
-                 "P-tuning"]:
+    for name in ["full fine-tuning", "BitFit", "LoRA", "adapters", "AdaMix", "(IA)³", "prefix tuning",
+                 "prompt tuning", "P-tuning"]:
         r = methods.run(name, model, task.train, size=sizes.get(name), config=_lr0())
         deployed = methods.METHODS[name].deploy(r)
         out[name] = {name + ACC: task.test.accuracy(deployed), f"{name}/held-out loss": task.test.mean_loss(deployed)}

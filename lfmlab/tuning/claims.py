@@ -45,6 +45,7 @@ CLAIMS: list[Claim] = [
     _above_zero_shot("LoRA", 0.25),
     _above_zero_shot("adapters", 0.40),
     _above_zero_shot("AdaMix", 0.30),
+    _above_zero_shot("(IA)³", 0.20),
     # AdaMix merging: the averaged adapter keeps the trained mixture's gain (within 0.10), and the
     # gain is real (≥ 0.20): a mixture that learned nothing cannot pass by matching itself
     Claim("AdaMix: averaged adapter keeps the mixture's gain (≥ mixture − 0.10, ≥ zero-shot + 0.20)",

@@ -53,7 +53,9 @@ METHODS: dict[str, MethodInfo] = {m.name: m for m in [
            lambda m, d, s, c, cb: lora.lora(m, d, rank=s, config=c, callback=cb), lora.lora,
            "a low-rank update B A beside each weight, merged for inference", "Hu et al. 2022", "§2.1.1",
            deploy=lambda r: lora.merge_and_unload(r.model)),
-    Method("(IA)³", "weights", "(scaling vectors)", 0, (0, 0), 3e-2,
+    # (IA)³'s rate was chosen on a subject split no notebook seed uses (world_qa seed 99, 120 steps):
+    # held-out exact match 0.58 / 0.79 / 0.80 / 0.68 at 1e-2 / 3e-2 / 1e-1 / 3e-1
+    Method("(IA)³", "weights", "(scaling vectors)", 0, (0, 0), 1e-1,
            lambda m, d, s, c, cb: ia3.ia3(m, d, config=c, callback=cb), ia3.ia3,
            "learned vectors rescale the keys, values and MLP activations, folded in for inference",
            "Liu et al. 2022", "§2.1.1", deploy=lambda r: ia3.merge_and_unload(r.model)),
