@@ -153,3 +153,43 @@ def test_ia3_starts_at_the_model_and_never_scales_queries(arch):
         assert len(m.index) * 3 == m.d_out * 2
     trainable = {n for n, p in ours.named_parameters() if p.requires_grad}
     assert trainable and all(n.endswith("ia3_l") for n in trainable)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("kind", ["rslora", "dora"])
+def test_rslora_and_dora_match_peft(arch, kind):
+    """rsLoRA (α/√r) and DoRA (magnitude and direction) against peft's use_rslora / use_dora,
+    given identical factors and magnitudes; and DoRA's merged model equals its unmerged one."""
+    from lfmlab.tuning import dora
+
+    model = hub.random_model(arch, seed=4)
+    add = dora.add_dora if kind == "dora" else lora.add_lora
+    ours = add(model, rank=4, alpha=8, targets="attn", seed=0, rslora=(kind == "rslora"))
+    mods = lora.lora_modules(ours)
+    torch.manual_seed(6)
+    for m in mods.values():
+        m.lora_B.data.normal_(0, 0.1)
+        if kind == "dora":
+            m.magnitude.data.mul_(torch.empty_like(m.magnitude).uniform_(0.8, 1.2))
+    cfg = peft.LoraConfig(r=4, lora_alpha=8, target_modules=list(mods), lora_dropout=0.0,
+                          fan_in_fan_out=(arch == "gpt2"), use_rslora=(kind == "rslora"),
+                          use_dora=(kind == "dora"))
+    ref = peft.get_peft_model(copy.deepcopy(model), cfg).eval()
+    for name, m in mods.items():
+        layer = ref.base_model.model.get_submodule(name)
+        layer.lora_A["default"].weight.data.copy_(m.lora_A.data)
+        layer.lora_B["default"].weight.data.copy_(m.lora_B.data)
+        if kind == "dora":
+            layer.lora_magnitude_vector["default"].weight.data.copy_(m.magnitude.data)
+    ids, mask = _batch()
+    with torch.no_grad():
+        a = ours(input_ids=ids, attention_mask=mask).logits
+        b = ref(input_ids=ids, attention_mask=mask).logits
+        base = model(input_ids=ids, attention_mask=mask).logits
+    assert (_real(a, mask) - _real(base, mask)).abs().max() > 1e-3
+    torch.testing.assert_close(_real(a, mask), _real(b, mask), atol=1e-5, rtol=1e-5)
+    if kind == "dora":
+        with torch.no_grad():
+            merged = dora.merge_and_unload(ours)(input_ids=ids, attention_mask=mask).logits
+        torch.testing.assert_close(_real(merged, mask), _real(a, mask), atol=1e-5, rtol=1e-5)
+        assert not dora.dora_modules(dora.merge_and_unload(ours))

@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lfmlab.core.params import count, device_of, frozen_copy, unfreeze
+from lfmlab.core.params import count, device_of, frozen_copy, replace_module, unfreeze
 from lfmlab.tuning.train import Callback, TrainConfig, TuneResult, fit
 
 __all__ = ["Adapter", "MixAdapter", "MixtureExpectation", "WithAdapter", "adapter_sites", "add_adapters",
@@ -189,9 +189,7 @@ def add_adapters(model: nn.Module, bottleneck: int = 16, sites: Sequence[str] | 
         for k, name in enumerate(sites):
             d = model.config.hidden_size if hasattr(model.config, "hidden_size") else model.config.n_embd
             ad = Adapter(d, bottleneck, act) if experts == 1 else MixAdapter(d, bottleneck, experts, act, seed + k)
-            parent, _, child = name.rpartition(".")
-            holder = new.get_submodule(parent) if parent else new
-            setattr(holder, child, WithAdapter(getattr(holder, child), ad.to(device)))
+            replace_module(new, name, WithAdapter(new.get_submodule(name), ad.to(device)))
     unfreeze(new, also_train)
     return new
 

@@ -33,7 +33,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from lfmlab.core.params import count, frozen_copy, unfreeze
+from lfmlab.core.params import count, frozen_copy, replace_module, unfreeze
 from lfmlab.tuning.train import Callback, TrainConfig, TuneResult, fit
 from lfmlab.zoo.layers import as_weight_layout, in_out_features, layers, weight_in_out
 
@@ -108,17 +108,13 @@ def ia3_sites(model: nn.Module) -> list[tuple[str, str, torch.Tensor | None]]:
     return sites
 
 
-def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, new)
-
 
 def add_ia3(model: nn.Module, also_train: Sequence[str] = ()) -> nn.Module:
     """A frozen copy of ``model`` with (IA)³ vectors at every site; only the vectors (and the
     ``also_train`` prefixes) are trainable. Its output equals the model's until they are trained."""
     new = frozen_copy(model)
     for name, where, index in ia3_sites(new):
-        _set_submodule(new, name, IA3Linear(new.get_submodule(name), where, index))
+        replace_module(new, name, IA3Linear(new.get_submodule(name), where, index))
     unfreeze(new, also_train)
     return new
 
@@ -131,7 +127,7 @@ def merge_and_unload(model: nn.Module) -> nn.Module:
     """A new plain model (base architecture) with every vector folded into its weights."""
     new = copy.deepcopy(model)
     for name, m in ia3_modules(new).items():
-        _set_submodule(new, name, m.merged_base())
+        replace_module(new, name, m.merged_base())
     return new.eval()
 
 

@@ -4,6 +4,9 @@ A frozen weight W0 [out, in] gets a trainable low-rank update (paper eq. 3):
 
     h = W0 x + ΔW x = W0 x + (α / r) · B A x,     A [r, in], B [out, r], r ≪ min(in, out).
 
+``rslora=True`` scales by α/√r instead (rank-stabilised LoRA, Kalajdzievski 2023): with α/r the
+update's size, and so the effective learning rate, shrinks as r grows; α/√r keeps it stable.
+
 A starts random (Kaiming-uniform, as peft), B starts at zero, so training starts *exactly* at
 the pretrained model. Only A and B learn: r (in + out) parameters per adapted matrix.
 
@@ -26,7 +29,7 @@ from typing import Iterator, Sequence
 import torch
 from torch import nn
 
-from lfmlab.core.params import count, frozen_copy, unfreeze
+from lfmlab.core.params import count, frozen_copy, replace_module, unfreeze
 from lfmlab.tuning.train import Callback, TrainConfig, TuneResult, fit
 from lfmlab.zoo.layers import as_weight_layout, in_out_features, is_conv1d
 
@@ -37,7 +40,7 @@ __all__ = ["LoRALinear", "linear_targets", "add_lora", "lora_modules", "merge", 
 class LoRALinear(nn.Module):
     """``base`` (frozen) plus the low-rank path (α/r) B A. ``merged``: ΔW is inside base.weight."""
 
-    def __init__(self, base: nn.Module, rank: int, alpha: float, dropout: float = 0.0):
+    def __init__(self, base: nn.Module, rank: int, alpha: float, dropout: float = 0.0, rslora: bool = False):
         super().__init__()
         if rank < 1:
             raise ValueError(f"LoRA rank must be >= 1, got {rank}")
@@ -46,7 +49,9 @@ class LoRALinear(nn.Module):
             raise ValueError(f"LoRA rank {rank} is larger than this {d_out}×{d_in} layer allows: B A has rank at "
                              f"most {min(d_in, d_out)}. Choose a rank between 1 and {min(d_in, d_out)}.")
         self.base, self.rank, self.alpha = base, int(rank), float(alpha)
-        self.scaling = self.alpha / self.rank
+        # rsLoRA (Kalajdzievski 2023): α/√r keeps the update's scale stable as r grows; LoRA: α/r
+        self.rslora = bool(rslora)
+        self.scaling = self.alpha / (math.sqrt(self.rank) if self.rslora else self.rank)
         w = base.weight
         self.lora_A = nn.Parameter(torch.empty(rank, d_in, device=w.device, dtype=w.dtype))   # A [r, in]
         self.lora_B = nn.Parameter(torch.zeros(d_out, rank, device=w.device, dtype=w.dtype))  # B [out, r]
@@ -102,13 +107,9 @@ def linear_targets(model: nn.Module, where: str = "attn") -> list[str]:
     return names
 
 
-def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, new)
-
 
 def add_lora(model: nn.Module, rank: int = 4, alpha: float | None = None, targets: str | Sequence[str] = "attn",
-             dropout: float = 0.0, seed: int = 0, also_train: Sequence[str] = ()) -> nn.Module:
+             dropout: float = 0.0, seed: int = 0, also_train: Sequence[str] = (), rslora: bool = False) -> nn.Module:
     """A frozen copy of ``model`` whose ``targets`` are wrapped in :class:`LoRALinear`.
 
     ``targets``: ``"attn"``, ``"mlp"``, ``"all"`` (see :func:`linear_targets`) or module names.
@@ -121,8 +122,8 @@ def add_lora(model: nn.Module, rank: int = 4, alpha: float | None = None, target
     with torch.random.fork_rng(devices=[]):  # seeded init, the caller's random state untouched
         torch.manual_seed(seed)
         for name in names:
-            _set_submodule(new, name, LoRALinear(new.get_submodule(name), rank, 2.0 * rank if alpha is None else alpha,
-                                                 dropout))
+            replace_module(new, name, LoRALinear(new.get_submodule(name), rank, 2.0 * rank if alpha is None else alpha,
+                                                 dropout, rslora))
     unfreeze(new, also_train)
     return new
 
@@ -162,18 +163,19 @@ def merge_and_unload(model: nn.Module) -> nn.Module:
     new = copy.deepcopy(model)
     for name, m in lora_modules(new).items():
         m.merge()
-        _set_submodule(new, name, m.base)
+        replace_module(new, name, m.base)
     return new.eval()
 
 
 def lora(model: nn.Module, data, rank: int = 4, alpha: float | None = None, targets: str | Sequence[str] = "attn",
          config: TrainConfig | None = None, callback: Callback | None = None, dropout: float = 0.0,
-         also_train: Sequence[str] = ()) -> TuneResult:
+         also_train: Sequence[str] = (), rslora: bool = False) -> TuneResult:
     """Add LoRA to a copy of ``model`` and train the factors on ``data``. ``result.model`` is
     unmerged (call :func:`merge` or :func:`merge_and_unload` to deploy)."""
     cfg = config or TrainConfig()
-    new = add_lora(model, rank, alpha, targets, dropout, cfg.seed, also_train)
+    new = add_lora(model, rank, alpha, targets, dropout, cfg.seed, also_train, rslora)
     losses, seconds = fit(new, data, cfg, callback, desc=f"LoRA r={rank}")
     mods = lora_modules(new)
     return TuneResult(f"LoRA (r={rank})", new, count(new, trainable_only=True), count(model), losses, seconds,
-                      {"rank": rank, "alpha": 2.0 * rank if alpha is None else alpha, "targets": list(mods)})
+                      {"rank": rank, "alpha": 2.0 * rank if alpha is None else alpha, "rslora": rslora,
+                       "targets": list(mods)})

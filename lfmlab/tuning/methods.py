@@ -17,7 +17,7 @@ from typing import Callable
 from torch import nn
 
 from lfmlab.core.registry import MethodInfo
-from lfmlab.tuning import adapters, bbt, bitfit, finetune, ia3, instruct, lora, prefix, prompt, ptuning, wiseft
+from lfmlab.tuning import adapters, bbt, bitfit, dora, finetune, ia3, instruct, lora, prefix, prompt, ptuning, wiseft
 from lfmlab.tuning.train import Callback, TrainConfig, TuneResult
 
 __all__ = ["Method", "METHODS", "run", "tuners"]
@@ -53,6 +53,10 @@ METHODS: dict[str, MethodInfo] = {m.name: m for m in [
            lambda m, d, s, c, cb: lora.lora(m, d, rank=s, config=c, callback=cb), lora.lora,
            "a low-rank update B A beside each weight, merged for inference", "Hu et al. 2022", "§2.1.1",
            deploy=lambda r: lora.merge_and_unload(r.model)),
+    Method("DoRA", "weights", "rank r", 4, (1, 64), 1e-2,
+           lambda m, d, s, c, cb: dora.dora(m, d, rank=s, config=c, callback=cb), dora.dora,
+           "LoRA on the direction of each weight, plus a trained magnitude, merged for inference",
+           "Liu et al. 2024", "§2.1.1", deploy=lambda r: dora.merge_and_unload(r.model)),
     # (IA)³'s rate was chosen on a subject split no notebook seed uses (world_qa seed 99, 120 steps):
     # held-out exact match 0.58 / 0.79 / 0.80 / 0.68 at 1e-2 / 3e-2 / 1e-1 / 3e-1
     Method("(IA)³", "weights", "(scaling vectors)", 0, (0, 0), 1e-1,
