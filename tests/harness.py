@@ -16,7 +16,11 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIRS = ("notebooks", "widgets")
 SMOKE_PARAMETERS = {"SMOKE": True}
 DEFAULT_BUDGET_S = 120.0  # per notebook, smoke mode, 2-core CPU
-BUDGET_S: dict[str, float] = {"07_model_editing.ipynb": 240.0}  # per-notebook exceptions, by file name
+# per-notebook exceptions, by file name. 02 and 06 run 80-100 s on an idle 2-core machine but up to
+# 136 s (02) and 128 s (06, also before this budget was set) when the machine is shared: a guard
+# against regressions must not fail on that noise
+BUDGET_S: dict[str, float] = {"07_model_editing.ipynb": 240.0, "02_model_tuning.ipynb": 180.0,
+                              "06_meta_learning.ipynb": 180.0}
 
 
 def discover() -> list[Path]:

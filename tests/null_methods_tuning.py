@@ -2,10 +2,11 @@
 
 Each method of :mod:`lfmlab.tuning.claims` is replaced by what it is without its mechanism:
 
-* every gradient method (full fine-tuning, BitFit, LoRA, adapters, AdaMix, (IA)³, prefix, prompt and
+* every gradient method (full fine-tuning, BitFit, LoRA, DoRA, adapters, AdaMix, (IA)³, prefix, prompt and
   P-tuning, instruction tuning, the minilm runs): the same method with learning rate 0, so its
   parameters never move (AdamW with lr = 0 leaves every parameter unchanged at every step, so 2
   steps give exactly the model 30 would; it keeps this module fast);
+* rsLoRA: LoRA's own α/r scaling (its gain over LoRA is then 0);
 * BBT: random search at the same budget (same subspace, examples, candidates and model calls);
 * WiSE-FT: interpolation towards a "fine-tuned" model that was never updated;
 * the LoRA merge: a merge that drops the low-rank update (the base weights); serving the merged
@@ -39,8 +40,8 @@ def _gradient_nulls(model, tok, task) -> dict[str, dict[str, float]]:
     from lfmlab.tuning import methods, prompt, ptuning
 
     out: dict[str, dict[str, float]] = {}
-    sizes = {"LoRA": 4, "adapters": 8, "AdaMix": 8, "prefix tuning": 8, "prompt tuning": 10, "P-tuning": 10}
-    for name in ["full fine-tuning", "BitFit", "LoRA", "adapters", "AdaMix", "(IA)³", "prefix tuning",
+    sizes = {"LoRA": 4, "DoRA": 4, "adapters": 8, "AdaMix": 8, "prefix tuning": 8, "prompt tuning": 10, "P-tuning": 10}
+    for name in ["full fine-tuning", "BitFit", "LoRA", "DoRA", "adapters", "AdaMix", "(IA)³", "prefix tuning",
                  "prompt tuning", "P-tuning"]:
         r = methods.run(name, model, task.train, size=sizes.get(name), config=_lr0())
         deployed = methods.METHODS[name].deploy(r)
@@ -101,7 +102,7 @@ def _minilm_nulls() -> dict[str, dict[str, float]]:
 def _mechanism_nulls(model, task) -> dict[str, dict[str, float]]:
     import copy
 
-    from lfmlab.tuning import methods
+    from lfmlab.tuning import lora, methods
     from lfmlab.tuning.train import TrainConfig, flops, latency_ratios
     from lfmlab.ui.tuning import TuningPanel
 
@@ -134,7 +135,11 @@ def _mechanism_nulls(model, task) -> dict[str, dict[str, float]]:
     last = panel.result
     panel.run()
     refused = (not panel.ok) and "between" in panel.message and panel.result is last and True not in busy
-    return {"LoRA merge": {"LoRA merge/max logit gap, float64": gap},
+    # rsLoRA's null: LoRA's α/r scaling, i.e. the rank-64 run of the sweep done twice the plain way
+    sweep = TrainConfig(steps=10, lr=3e-3, batch_size=16, seed=SEED, every=10)
+    plain = [lora.lora(model, task.train, rank=64, alpha=8, config=sweep).losses[-5:] for _ in range(2)]
+    return {"rsLoRA": {"rsLoRA/loss gain over LoRA at r=64": sum(plain[0]) / 5 - sum(plain[1]) / 5},
+            "LoRA merge": {"LoRA merge/max logit gap, float64": gap},
             "LoRA merged serving": {"flops/LoRA merged": unmerged_flops},
             "adapters latency": {"latency/adapters": lat["base again"]},
             "panel": {"panel/refused a bad size": float(refused)}}
