@@ -19,17 +19,17 @@ GPT-NeoX and Llama layouts.
 """
 from __future__ import annotations
 
-import copy
 from typing import Sequence
 
 import torch
 from torch import nn
 
-from lfmlab.core.params import count, frozen_copy, replace_module, unfreeze
-from lfmlab.tuning.lora import LoRALinear, linear_targets
+from lfmlab.core.params import count
+from lfmlab.tuning.lora import LoRALinear, add_lora, merge_and_unload
 from lfmlab.tuning.train import Callback, TrainConfig, TuneResult, fit
 from lfmlab.zoo.layers import as_weight_layout, weight_in_out
 
+# merge_and_unload is LoRA's: it calls each module's merge, which DoRALinear folds m into
 __all__ = ["DoRALinear", "add_dora", "dora_modules", "merge_and_unload", "dora"]
 
 
@@ -79,30 +79,11 @@ def add_dora(model: nn.Module, rank: int = 4, alpha: float | None = None, target
              dropout: float = 0.0, seed: int = 0, also_train: Sequence[str] = (), rslora: bool = False) -> nn.Module:
     """A frozen copy of ``model`` whose ``targets`` are wrapped in :class:`DoRALinear` (LoRA's
     targets and defaults: ``alpha`` = 2r). Only A, B, m (and ``also_train``) are trainable."""
-    names = linear_targets(model, targets) if isinstance(targets, str) else list(targets)
-    if not names:
-        raise ValueError("no DoRA targets found")
-    new = frozen_copy(model)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for name in names:
-            replace_module(new, name, DoRALinear(new.get_submodule(name), rank,
-                                                2.0 * rank if alpha is None else alpha, dropout, rslora))
-    unfreeze(new, also_train)
-    return new
+    return add_lora(model, rank, alpha, targets, dropout, seed, also_train, rslora, kind=DoRALinear)
 
 
 def dora_modules(model: nn.Module) -> dict[str, DoRALinear]:
     return {n: m for n, m in model.named_modules() if isinstance(m, DoRALinear)}
-
-
-def merge_and_unload(model: nn.Module) -> nn.Module:
-    """A new plain model (base architecture) with W' merged into its weights."""
-    new = copy.deepcopy(model)
-    for name, m in dora_modules(new).items():
-        m.merge()
-        replace_module(new, name, m.base)
-    return new.eval()
 
 
 def dora(model: nn.Module, data, rank: int = 4, alpha: float | None = None, targets: str | Sequence[str] = "attn",

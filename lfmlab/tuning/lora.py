@@ -109,11 +109,13 @@ def linear_targets(model: nn.Module, where: str = "attn") -> list[str]:
 
 
 def add_lora(model: nn.Module, rank: int = 4, alpha: float | None = None, targets: str | Sequence[str] = "attn",
-             dropout: float = 0.0, seed: int = 0, also_train: Sequence[str] = (), rslora: bool = False) -> nn.Module:
+             dropout: float = 0.0, seed: int = 0, also_train: Sequence[str] = (), rslora: bool = False,
+             kind: type[LoRALinear] = LoRALinear) -> nn.Module:
     """A frozen copy of ``model`` whose ``targets`` are wrapped in :class:`LoRALinear`.
 
     ``targets``: ``"attn"``, ``"mlp"``, ``"all"`` (see :func:`linear_targets`) or module names.
     ``alpha`` defaults to 2r. Only the LoRA factors (and ``also_train`` prefixes) are trainable.
+    ``kind``: the wrapper class (:class:`LoRALinear`, or a subclass such as DoRA's).
     """
     names = linear_targets(model, targets) if isinstance(targets, str) else list(targets)
     if not names:
@@ -122,8 +124,8 @@ def add_lora(model: nn.Module, rank: int = 4, alpha: float | None = None, target
     with torch.random.fork_rng(devices=[]):  # seeded init, the caller's random state untouched
         torch.manual_seed(seed)
         for name in names:
-            replace_module(new, name, LoRALinear(new.get_submodule(name), rank, 2.0 * rank if alpha is None else alpha,
-                                                 dropout, rslora))
+            replace_module(new, name, kind(new.get_submodule(name), rank, 2.0 * rank if alpha is None else alpha,
+                                           dropout, rslora))
     unfreeze(new, also_train)
     return new
 
