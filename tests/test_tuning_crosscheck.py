@@ -26,6 +26,20 @@ def _real(logits, mask):
     return logits[mask.bool()]  # compare real (non-pad) positions only
 
 
+def _peft_lora_twin(model, mods, arch, **options):
+    """peft's LoRA on a copy of ``model`` with the same targets and the same A, B (and DoRA's m)."""
+    cfg = peft.LoraConfig(r=4, lora_alpha=8, target_modules=list(mods), lora_dropout=0.0,
+                          fan_in_fan_out=(arch == "gpt2"), **options)
+    ref = peft.get_peft_model(copy.deepcopy(model), cfg).eval()
+    for name, m in mods.items():
+        layer = ref.base_model.model.get_submodule(name)
+        layer.lora_A["default"].weight.data.copy_(m.lora_A.data)
+        layer.lora_B["default"].weight.data.copy_(m.lora_B.data)
+        if hasattr(m, "magnitude"):
+            layer.lora_magnitude_vector["default"].weight.data.copy_(m.magnitude.data)
+    return ref
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 def test_lora_matches_peft(arch):
     model = hub.random_model(arch, seed=1)
@@ -34,13 +48,7 @@ def test_lora_matches_peft(arch):
     torch.manual_seed(5)
     for m in mods.values():  # B = 0 at init: make the update non-trivial
         m.lora_B.data.normal_(0, 0.1)
-    cfg = peft.LoraConfig(r=4, lora_alpha=8, target_modules=list(mods), lora_dropout=0.0,
-                          fan_in_fan_out=(arch == "gpt2"))
-    ref = peft.get_peft_model(copy.deepcopy(model), cfg).eval()
-    for name, m in mods.items():
-        layer = ref.base_model.model.get_submodule(name)
-        layer.lora_A["default"].weight.data.copy_(m.lora_A.data)
-        layer.lora_B["default"].weight.data.copy_(m.lora_B.data)
+    ref = _peft_lora_twin(model, mods, arch)
     ids, mask = _batch()
     with torch.no_grad():
         a = ours(input_ids=ids, attention_mask=mask).logits
@@ -171,16 +179,7 @@ def test_rslora_and_dora_match_peft(arch, kind):
         m.lora_B.data.normal_(0, 0.1)
         if kind == "dora":
             m.magnitude.data.mul_(torch.empty_like(m.magnitude).uniform_(0.8, 1.2))
-    cfg = peft.LoraConfig(r=4, lora_alpha=8, target_modules=list(mods), lora_dropout=0.0,
-                          fan_in_fan_out=(arch == "gpt2"), use_rslora=(kind == "rslora"),
-                          use_dora=(kind == "dora"))
-    ref = peft.get_peft_model(copy.deepcopy(model), cfg).eval()
-    for name, m in mods.items():
-        layer = ref.base_model.model.get_submodule(name)
-        layer.lora_A["default"].weight.data.copy_(m.lora_A.data)
-        layer.lora_B["default"].weight.data.copy_(m.lora_B.data)
-        if kind == "dora":
-            layer.lora_magnitude_vector["default"].weight.data.copy_(m.magnitude.data)
+    ref = _peft_lora_twin(model, mods, arch, use_rslora=(kind == "rslora"), use_dora=(kind == "dora"))
     ids, mask = _batch()
     with torch.no_grad():
         a = ours(input_ids=ids, attention_mask=mask).logits
