@@ -4,7 +4,10 @@ at SEED 0 (tests/test_claims_fail_on_null.py feeds them to lfmlab.editing.claims
 * FT, FT-L, KN, ROME, MEMIT, SERAC: the identity editor (no change): the unedited model's
   numbers on the same requests; KN changes no weight; MEMIT moves no hidden state.
 * ROME + same-subject KL: anchor weight 0 (plain ROME, computed here).
+* AlphaEdit: the same solve without the projection (P = I; disturbance ratio 1 by definition).
+* IKE: no context (the unedited model); IKE's demonstrations: none (k = 0, the new fact alone).
 * MEND: the untrained MEND editor (same architecture, 0 training steps).
+* T-Patcher: no patch trained (identity for single edits, patches never stored in sequence).
 * GRACE: an empty codebook (the edits are never stored), edited one after another.
 * negation: λ = 0.
 * restore: an editor that leaves its delta in the weights; panel: a panel that accepts any subject.
@@ -19,7 +22,7 @@ import torch
 from lfmlab import zoo
 from lfmlab.data import world
 from lfmlab.editing import bench, covariance, mend, metrics, rome
-from lfmlab.editing.base import EditResult
+from lfmlab.editing.base import EditResult, applied
 from lfmlab.editing.claims import CLAIMS  # noqa: F401  (read by the driver)
 
 NOTEBOOK = "07_model_editing"
@@ -59,7 +62,7 @@ def null_measured() -> dict[str, dict[str, float]]:
     ref = metrics.reference(model, tok, requests)
     unedited = bench.single(model, tok, requests, identity, ref, desc="identity")[0]
     out: dict[str, dict[str, float]] = {}
-    for name in ("FT", "FT-L", "ROME", "SERAC"):
+    for name in ("FT", "FT-L", "ROME", "SERAC", "T-Patcher"):
         out[name] = _scores(name, unedited)
 
     kn_requests = W.edit_requests(N_KN, seed=SEED)
@@ -73,6 +76,29 @@ def null_measured() -> dict[str, dict[str, float]]:
         memit_null = metrics.evaluate(model, tok, memit_requests, memit_ref)  # nothing inserted
     out["MEMIT"] = {**_scores("MEMIT/10", memit_null), "MEMIT/10/spill_edited": 0.0,
                     "MEMIT/10/spill_others": 0.0}
+
+    # AlphaEdit without its projection (P = I): the same solve, the same targets
+    from lfmlab.editing import alphaedit
+
+    layer = wlm.card.notes["causal_trace"]["best_mlp_layer"]
+    ae_cfg = alphaedit.AlphaEditConfig(edit_layers=tuple(range(layer, layer + 4)), seed=SEED,
+                                       nullspace_threshold=1e9)
+    covs = {lay: covariance.key_covariance(model, tok, lay) for lay in ae_cfg.edit_layers}
+    ae_prefixes = rome.random_prefixes(model, tok, 5, (5, 10), seed=SEED)
+    unprojected = alphaedit.edit(model, tok, memit_requests, ae_cfg, covs, ae_prefixes)
+    with applied(model, unprojected.deltas):
+        ae_null = metrics.evaluate(model, tok, memit_requests, memit_ref)
+    out["AlphaEdit"] = {**_scores("AlphaEdit/10", ae_null), "AlphaEdit/10/disturbance_ratio": 1.0}
+
+    # IKE: no context at all; its demonstrations: none (k = 0), computed for real
+    from lfmlab.editing import ike
+
+    no_context = {f"unedited_ike/{k}": float(v) for k, v in memit_null.as_dict().items()}
+    out["IKE"] = {**no_context, **_scores("IKE: the new fact alone", memit_null)}
+    fact_alone = bench.single(model, tok, memit_requests, ike.IKE(model, tok, W, ike.IKEConfig(k=0, seed=SEED)),
+                              memit_ref)[0]
+    out["IKE demonstrations"] = {**no_context, **_scores("IKE: the new fact alone", fact_alone),
+                                 **_scores("IKE: with demonstrations", fact_alone)}
 
     # ROME's same-subject KL at weight 0: plain ROME with the notebook's smoke settings
     layer = wlm.card.notes["causal_trace"]["best_mlp_layer"]
@@ -90,6 +116,7 @@ def null_measured() -> dict[str, dict[str, float]]:
     seq_ref = metrics.Reference(memit_ref.neighbour_argmax[:N_SEQ], memit_ref.same_subject_hit[:N_SEQ])
     curve = bench.sequential(model, tok, seq, _EmptyCodebook(model), seq_ref, every=1)
     out["GRACE"] = {"GRACE/seq_latest": curve[-1]["latest"], "GRACE/seq_retention": curve[-1]["retention"]}
+    out["T-Patcher"].update({f"T-Patcher/seq_{k}": curve[-1][k] for k in ("latest", "retention", "neighbourhood")})
 
     out["negation"] = {"negation/gap": 0.0, "negation/lam": 0.0}  # θ − 0·τ = θ: nothing forgotten
 

@@ -28,11 +28,11 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from lfmlab.core.lm import encode_prompt, encode_target
+from lfmlab.core.lm import encode_prompt, encode_target, right_pad
 from lfmlab.core.types import Tokenizer
 from lfmlab.data.world import EditRequest
 
-__all__ = ["Edit", "as_edit", "BadRequest", "validate", "EditResult", "applied", "copy_with", "merge"]
+__all__ = ["Edit", "as_edit", "BadRequest", "validate", "EditResult", "applied", "copy_with", "merge", "read_after"]
 
 Deltas = dict[str, torch.Tensor]  # parameter name -> additive change, same shape as the parameter
 
@@ -134,3 +134,32 @@ def merge(*all_deltas: Deltas) -> Deltas:
         for n, d in deltas.items():
             out[n] = out[n] + d if n in out else d.clone()
     return out
+
+
+@torch.no_grad()
+def read_after(model: nn.Module, tokenizer: Tokenizer, contexts: list[list[int] | None], input_ids: torch.Tensor,
+               attention_mask: torch.Tensor | None, logits: torch.Tensor) -> torch.Tensor:
+    """Editors that answer with an edit in view (SERAC's counterfactual model, IKE): ``logits``
+    [B, T, V] with each row that has a context (token ids, BOS first) replaced by what ``model``
+    predicts for that row when it reads the context first. All such rows run in one right-padded
+    batch; position j of a row gets the prediction of its own position j (the row's BOS is dropped
+    and the context's stands for it)."""
+    rows = [i for i, c in enumerate(contexts) if c is not None]
+    if not rows:
+        return logits
+    bos = tokenizer.bos_token_id
+    seqs, spans = [], []
+    for i in rows:
+        n = int(attention_mask[i].sum()) if attention_mask is not None else input_ids.shape[1]
+        row = input_ids[i, :n].tolist()
+        had_bos = bos is not None and bool(row) and row[0] == bos
+        seqs.append(contexts[i] + (row[1:] if had_bos else row))
+        spans.append((len(contexts[i]) - (1 if had_bos else 0), n))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    ids, mask = right_pad(seqs, pad, input_ids.device)
+    out = model(input_ids=ids, attention_mask=mask).logits
+    logits = logits.clone()
+    for k, (i, (shift, n)) in enumerate(zip(rows, spans)):
+        if shift >= 0:
+            logits[i, :n] = out[k, shift:shift + n].to(logits.dtype)
+    return logits

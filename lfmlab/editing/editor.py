@@ -7,7 +7,8 @@
 ...     metrics.evaluate(model, tok, [r1, r2], ref)
 >>> editor.clear()                              # forget them all
 
-* :class:`DeltaEditor` wraps a function ``request -> EditResult`` (FT, KN, ROME, MEMIT, MEND). Its
+* :class:`DeltaEditor` wraps a function ``request -> EditResult`` (FT, KN, ROME, MEMIT, MEND,
+  AlphaEdit, whose ``reset`` forgets the earlier edits' keys). Its
   edits are weight deltas, added to the model only inside :meth:`Editor.edited` and summed over
   :meth:`Editor.add` calls; the model's own weights are never left changed.
 * :class:`MemoryEditor` wraps a model with ``add(request)`` and ``clear()`` (SERAC, GRACE): the
@@ -70,8 +71,9 @@ class Editor:
 class DeltaEditor(Editor):
     """An editor that returns weight deltas: ``edit(request) -> EditResult``."""
 
-    def __init__(self, name: str, model: nn.Module, edit: Callable[[EditRequest], EditResult]):
-        self.name, self.model, self._edit = name, model, edit
+    def __init__(self, name: str, model: nn.Module, edit: Callable[[EditRequest], EditResult],
+                 reset: Callable[[], None] | None = None):
+        self.name, self.model, self._edit, self._reset = name, model, edit, reset
         self.deltas: Deltas = {}
 
     def add(self, request: EditRequest) -> EditResult:
@@ -87,6 +89,8 @@ class DeltaEditor(Editor):
 
     def clear(self) -> None:
         self.deltas = {}
+        if self._reset is not None:      # an editor with its own state of earlier edits (AlphaEdit)
+            self._reset()
 
 
 class MemoryEditor(Editor):

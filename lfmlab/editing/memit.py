@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
@@ -77,12 +78,22 @@ def targets(model: nn.Module, tokenizer: Tokenizer, requests: list[EditRequest],
     return rome.compute_values(model, tokenizer, requests, prefixes, cfg, module=module)[0]   # one batched run
 
 
+def solve(layer: int, K: torch.Tensor, R: torch.Tensor, C: torch.Tensor, cfg: MemitConfig) -> torch.Tensor:
+    """MEMIT's per-layer least squares: (λ C + KᵀK)⁻¹ Kᵀ R [4d, d] for keys K [n, 4d] and
+    residuals R [n, d] (in float64; the key layout, the transpose of the paper's ΔW)."""
+    A = cfg.mom2_weight * C.to(K.device, torch.float64) + K.double().T @ K.double()  # [4d, 4d]
+    return torch.linalg.solve(A, K.double().T @ R.double())
+
+
 def edit(model: nn.Module, tokenizer: Tokenizer, requests: list[EditRequest], config: MemitConfig | None = None,
          covs: dict[int, torch.Tensor] | None = None, prefixes: list[str] | None = None,
-         z: torch.Tensor | None = None) -> EditResult:
+         z: torch.Tensor | None = None, solver: Callable | None = None) -> EditResult:
     """Insert all ``requests`` at once. Returns the summed weight delta of every edited layer.
-    ``z`` [n, d]: the requests' targets from :func:`targets` (computed here when None)."""
+    ``z`` [n, d]: the requests' targets from :func:`targets` (computed here when None).
+    ``solver(layer, K, R, C, cfg) -> update [4d, d]`` replaces :func:`solve` (AlphaEdit's projected
+    solve is one); everything else (targets, keys, the residual shared over layers) is MEMIT's."""
     cfg = config or MemitConfig()
+    solver = solver or solve
     requests = [as_edit(tokenizer, r) for r in requests]  # the edits only, not their exams
     subjects = [r.subject for r in requests]
     if len(set(subjects)) != len(subjects):
@@ -114,8 +125,7 @@ def edit(model: nn.Module, tokenizer: Tokenizer, requests: list[EditRequest], co
                 h = _top_hidden(model, tokenizer, [(r.prompt, r.subject) for r in requests], top)  # [n, d]
             R = (z - h) / (len(cfg.edit_layers) - j)  # [n, d] this layer's share of the residual
             with torch.no_grad():
-                A = cfg.mom2_weight * C.to(K.device, torch.float64) + K.double().T @ K.double()  # [4d, 4d]
-                upd = torch.linalg.solve(A, K.double().T @ R.double()).to(K.dtype)  # (λC + KᵀK)⁻¹ Kᵀ R  [4d, d]
+                upd = solver(layer, K, R, C, cfg).to(K.dtype)  # MEMIT: (λC + KᵀK)⁻¹ Kᵀ R  [4d, d]
             d = as_weight_layout(module, upd)
             deltas = merge(deltas, {f"{name}.weight": d})
     return EditResult(deltas, time.perf_counter() - start,

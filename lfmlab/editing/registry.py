@@ -19,7 +19,7 @@ from torch import nn
 
 from lfmlab.core.registry import MethodInfo
 from lfmlab.data.world import World
-from lfmlab.editing import covariance, ft, grace, kn, memit, mend, rome, serac
+from lfmlab.editing import alphaedit, covariance, ft, grace, ike, kn, memit, mend, rome, serac, tpatcher
 from lfmlab.editing.base import EditResult
 from lfmlab.editing.editor import DeltaEditor, Editor, MemoryEditor
 
@@ -72,6 +72,13 @@ def _memit(bench: Workbench, cfg: memit.MemitConfig | None) -> Editor:
                                                        prefixes=bench.random_prefixes()))
 
 
+def _alphaedit(bench: Workbench, cfg: alphaedit.AlphaEditConfig | None) -> Editor:
+    cfg = cfg or alphaedit.AlphaEditConfig(edit_layers=tuple(range(bench.layer, bench.layer + 4)), seed=bench.seed)
+    editor = alphaedit.AlphaEdit(bench.model, bench.tokenizer, cfg, {bench.layer: bench.covariance(bench.layer)},
+                                 bench.random_prefixes())
+    return DeltaEditor("AlphaEdit", bench.model, editor, reset=editor.reset)
+
+
 def _ft(name: str, kind: type) -> Callable[[Workbench, Any], Editor]:
     def make(bench: Workbench, cfg: ft.FTConfig | None) -> Editor:
         cfg = cfg or kind(layer=bench.layer)
@@ -108,6 +115,17 @@ def _grace(bench: Workbench, given: grace.GraceConfig | grace.Grace | None) -> E
     return MemoryEditor("GRACE", given)
 
 
+def _ike(bench: Workbench, given: ike.IKEConfig | ike.IKE | None) -> Editor:
+    memory = given if isinstance(given, ike.IKE) else ike.IKE(bench.model, bench.tokenizer, bench.world, given)
+    return MemoryEditor("IKE", memory)
+
+
+def _tpatcher(bench: Workbench, given: tpatcher.TPatcherConfig | tpatcher.TPatcher | None) -> Editor:
+    memory = given if isinstance(given, tpatcher.TPatcher) else tpatcher.TPatcher(
+        bench.model, bench.tokenizer, bench.world, given or tpatcher.TPatcherConfig(seed=bench.seed))
+    return MemoryEditor("T-Patcher", memory)
+
+
 def _row(name, summary, paper, run, config, make, trains=False):
     return MethodInfo(name, summary, paper, "§6", run, EditResult, "07_model_editing", config,
                       {"make": make, "trains": trains})
@@ -126,10 +144,16 @@ METHODS: dict[str, MethodInfo] = {m.name: m for m in [
          rome.edit, rome.RomeConfig, _rome("ROME + same-subject KL", anchored=True)),
     _row("MEMIT", "least-squares update spread over several MLPs, many edits at once", "Meng et al. 2023",
          memit.edit, memit.MemitConfig, _memit),
+    _row("AlphaEdit", "MEMIT's update projected onto the null space of the preserved keys", "Fang et al. 2025",
+         alphaedit.edit, alphaedit.AlphaEditConfig, _alphaedit),
     _row("MEND", "a trained hypernetwork maps the edit's gradient to a weight change", "Mitchell et al. 2022a",
          mend.train, mend.MendConfig, _mend, trains=True),
     _row("SERAC", "an edit memory, a scope classifier and a counterfactual model", "Mitchell et al. 2022b",
          serac.Serac, None, _serac, trains=True),
+    _row("T-Patcher", "one trained neuron per edit in the last FFN, quiet on other text", "Huang et al. 2023",
+         tpatcher.TPatcher, tpatcher.TPatcherConfig, _tpatcher),
+    _row("IKE", "the new fact and demonstrations in the prompt; no weight changes", "Zheng et al. 2023",
+         ike.IKE, ike.IKEConfig, _ike),
     _row("GRACE", "a codebook of hidden-state keys and learned values at one layer", "Hartvigsen et al. 2023",
          grace.Grace, grace.GraceConfig, _grace),
 ]}

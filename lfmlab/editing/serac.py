@@ -31,7 +31,7 @@ from lfmlab.core.lm import encode_prompt
 from lfmlab.core.params import device_of
 from lfmlab.core.types import Tokenizer
 from lfmlab.data.world import EditRequest, World
-from lfmlab.editing.base import Edit, as_edit
+from lfmlab.editing.base import Edit, as_edit, read_after
 from lfmlab.progress import progress
 from lfmlab.zoo.minilm import embed
 
@@ -188,15 +188,7 @@ class Serac(nn.Module):
         prompts = [self.tokenizer.decode(input_ids[i, :int(prompt_len[i])], skip_special_tokens=True).strip()
                    for i in range(len(input_ids))]
         best, prob = self.scope(prompts)
-        for i in (prob > self.threshold).nonzero().flatten().tolist():
-            ctx = encode_prompt(self.tokenizer, self.descriptor(self.memory[int(best[i])]))
-            n = int(attention_mask[i].sum()) if attention_mask is not None else input_ids.shape[1]
-            row = input_ids[i, :n].tolist()
-            bos = self.tokenizer.bos_token_id
-            row = row[1:] if bos is not None and row and row[0] == bos else row
-            seq = torch.tensor([ctx + row], device=input_ids.device)
-            out = self.counterfactual(input_ids=seq, attention_mask=torch.ones_like(seq)).logits[0]
-            # position ctx+j of seq predicts what position j+1 of the row (with its BOS) predicts
-            shift = len(ctx) - (1 if bos is not None and input_ids[i, 0].item() == bos else 0)
-            logits[i, :n] = out[shift:shift + n] if shift >= 0 else logits[i, :n]
+        contexts = [encode_prompt(self.tokenizer, self.descriptor(self.memory[int(best[i])]))
+                    if prob[i] > self.threshold else None for i in range(len(input_ids))]
+        logits = read_after(self.counterfactual, self.tokenizer, contexts, input_ids, attention_mask, logits)
         return SimpleNamespace(logits=logits)
