@@ -7,7 +7,7 @@ measures on the same kind of data (the notebook's smoke sizes, SEED 0):
   without them, at the notebook's λ, k, T);
 * "remove": the facts are added and the remove step does nothing;
 * "kNN-LM text": an empty datastore (p_kNN = 0), with λ, k, T chosen on validation as usual;
-* "dense retriever", "BM25": a retriever that ignores the question (random passages);
+* "dense retriever", "BM25", "In-Context RALM": a retriever that ignores the question (random passages);
 * "exact search", "faiss flat", "faiss IVF": random neighbours;
 * "frozen LM": one gradient step on the LM; "panel": the kNN panel without its input check.
 """
@@ -85,6 +85,17 @@ def null_measured() -> dict[str, dict[str, float]]:
     ensemble = rag.answer(model, tok, r_prompts, r_objects, rand, q_first, k=3, mode="ensemble").accuracy
     out["dense retriever"] = {"recall/dense_5": r5, "rag/dense_prepend_1": prepend, "rag/dense_ensemble_3": ensemble}
     out["BM25"] = {"recall/bm25_5": r5}
+
+    # In-Context RALM: random passages at the stride and query length the notebook's smoke run chooses
+    from lfmlab.retrieval import ralm
+
+    ralm_facts = rng.sample(held, 30)
+    texts_r = [W.sentence(f, rng.randrange(len(W.templates[f.relation]["heldout"])), "heldout") for f in ralm_facts]
+    masks = [ralm.answer_mask(tok, x, f.object) for x, f in zip(texts_r, ralm_facts)]
+    cfg = ralm.RALMConfig(stride=1, query_tokens=16)
+    out["In-Context RALM"] = {
+        "ralm/obj_ppl": ralm.perplexity_on(ralm.perplexity(model, tok, texts_r, rand, cfg), masks),
+        "ralm/obj_ppl_none": ralm.perplexity_on(ralm.perplexity(model, tok, texts_r, None, cfg), masks)}
 
     # search back-ends: random neighbours, judged against brute force
     ids, mask = datastore.pad(tok(texts[:32])["input_ids"], tok.pad_token_id, torch.device("cpu"))

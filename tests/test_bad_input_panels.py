@@ -62,7 +62,7 @@ def panels(wlm, W):
     from lfmlab.data import digits as D
     from lfmlab.editing import ft
     from lfmlab.meta import nets, sinusoid
-    from lfmlab.retrieval import datastore
+    from lfmlab.retrieval import datastore, rag, ralm
     from lfmlab.reuse import taskpool
     from lfmlab.tuning import tasks
     from lfmlab.ui.distillation import DistillPanel
@@ -70,7 +70,7 @@ def panels(wlm, W):
     from lfmlab.ui.merging import InterpolationPanel, MergeBenchPanel
     from lfmlab.ui.meta import FewShotPanel, SinusoidPanel
     from lfmlab.ui.probe import ProbePanel
-    from lfmlab.ui.retrieval import FactPanel, KNNPanel
+    from lfmlab.ui.retrieval import FactPanel, KNNPanel, RALMPanel
     from lfmlab.ui.tuning import TuningPanel
     from lfmlab.zoo import digits as Z
     from lfmlab.zoo import hub
@@ -81,8 +81,14 @@ def panels(wlm, W):
     pool = taskpool.finetune_tasks(Z.load("digits-backbone")[0], tasks=["parity", "mod3"], epochs=1,
                                    device="cpu", progress=False)
     qa = tasks.world_qa(tok, max_subjects=12, seed=0, device="cpu")
+    held = W.facts_of(split="heldout")[:4]
+    texts = [W.sentence(f, 0, "heldout") for f in held]
+    bm25 = rag.BM25Retriever().fit([W.sentence(f, 0) for f in W.facts_of(split="heldout")[:40]])
     built = {
         "probe": (ProbePanel(m, tok), {"prompt": "The capital of Peru is"}),
+        "ralm": (RALMPanel(m, tok, {"bm25": bm25}, texts, [ralm.answer_mask(tok, x, f.object)
+                                                             for x, f in zip(texts, held)]),
+                 {"stride": 2, "query_tokens": 8}),
         "knn": (KNNPanel(m, tok, store), {"lam": 0.25, "k": 8}),
         "fact": (FactPanel(m, tok, store.copy()), {"subject": "Belgium", "object": "Brussels"}),
         "editor": (EditorPanel(m, tok, W, {"FT": lambda q: ft.edit(m, tok, q, ft.FTConfig(layer=0))}),
@@ -105,7 +111,7 @@ def panels(wlm, W):
     return {name: panel for name, (panel, _) in built.items()}
 
 
-PANELS = ["probe", "knn", "fact", "editor", "trace", "interpolation", "merge bench", "sinusoid",
+PANELS = ["probe", "knn", "fact", "ralm", "editor", "trace", "interpolation", "merge bench", "sinusoid",
           "few-shot", "tuning", "distillation"]
 
 

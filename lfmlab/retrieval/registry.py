@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from lfmlab.core.registry import MethodInfo
-from lfmlab.retrieval import datastore, knnlm, rag
+from lfmlab.retrieval import datastore, knnlm, rag, ralm
 
 __all__ = ["METHODS"]
 
@@ -18,8 +18,11 @@ METHODS: dict[str, MethodInfo] = {m.name: m for m in [
                datastore.exact_search, datastore.Neighbours, _NB),
     MethodInfo("faiss IVF", "approximate search over k-means cells, nprobe cells searched", "Johnson et al. 2019",
                "§2.3.1", datastore.FaissIndex, datastore.FaissIndex, _NB),
-    MethodInfo("RAG, prepend", "retrieved passages put before the prompt of a frozen LM", "Ram et al. 2023",
+    MethodInfo("RAG, prepend", "retrieved passages put before the prompt of a frozen LM (one retrieval)",
+               "Ram et al. 2023",
                "§2.3.2", rag.answer, rag.RAGResult, _NB, extra={"mode": "prepend"}),
+    MethodInfo("In-Context RALM", "retrieve with the last ℓ tokens every s tokens, passage before the prefix",
+               "Ram et al. 2023", "§2.3.2", ralm.perplexity, ralm.RALMConfig, _NB),
     MethodInfo("REPLUG", "one forward pass per passage, answers ensembled by retrieval score", "Shi et al. 2024",
                "§2.3.2", rag.answer, rag.RAGResult, _NB, extra={"mode": "ensemble"}),
     MethodInfo("dense retriever", "passages and queries embedded by minilm, ranked by cosine",

@@ -5,6 +5,8 @@
   or T re-mixes the cached neighbours at once (no forward pass, no search); the button re-reads.
 * :class:`FactPanel` — add a fact (subject, relation, object) to the datastore or remove it, then
   ask the model again: the LM alone versus kNN-LM, in a trained and a held-out phrasing.
+* :class:`RALMPanel` — In-Context RALM's stride and query length: perplexity of the facts and of
+  all tokens against the LM alone, the retrieval calls, and which passage each block of a text read.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from lfmlab.core import lm
 from lfmlab.core.types import Tokenizer
 from lfmlab.data import world as world_data
 from lfmlab.data.world import Fact
-from lfmlab.retrieval import knnlm
+from lfmlab.retrieval import knnlm, ralm
 from lfmlab.retrieval.datastore import Datastore
 from lfmlab.ui.panel import BadInput, Panel
 from lfmlab.ui.plots import bar_widget, set_bars
@@ -206,3 +208,62 @@ class FactPanel(Panel):
                         f"<td style='color:{'#2a7' if good else '#555'}'><b>{html.escape(b)}</b></td></tr>")
         self.answers.value = (f"<table>{''.join(rows)}</table><small>datastore: {result.store_size:,} entries; "
                               f"facts added here: {len(self.added)}</small>")
+
+
+class RALMPanel(Panel):
+    """In-Context RALM on fixed texts: choose the stride s, the query length ℓ and the retriever.
+    The LM and the retrievers are only read; the LM alone is scored once and kept."""
+
+    title = "In-Context RALM: how often to retrieve, and with how much of the text"
+    button_label = "Read the texts"
+    stride = Int(4)
+    query_tokens = Int(8)
+    retriever = Unicode("bm25")
+
+    def __init__(self, model, tokenizer: Tokenizer, retrievers: dict, texts: list[str], masks: list, **kwargs):
+        super().__init__(**kwargs)
+        if not texts or len(texts) != len(masks):
+            raise ValueError("give the texts and one answer mask per text (ralm.answer_mask)")
+        self.model, self.tokenizer, self.retrievers = model, tokenizer, dict(retrievers)
+        self.texts, self.masks = list(texts), list(masks)
+        self.retriever = self.retriever if self.retriever in self.retrievers else next(iter(self.retrievers))
+        self._alone: ralm.RALMResult | None = None
+        self.blocks = W.HTML()
+
+    def controls(self):
+        return [W.HBox([self.bind(W.IntSlider(description="stride s", min=1, max=32), "stride"),
+                        self.bind(W.IntSlider(description="query ℓ", min=1, max=64), "query_tokens"),
+                        self.bind(W.Dropdown(description="retriever", options=list(self.retrievers)), "retriever")]),
+                self.blocks]
+
+    def check(self):
+        for name, low, high in (("stride", 1, 32), ("query_tokens", 1, 64)):
+            value = getattr(self, name)
+            if not low <= value <= high:
+                raise BadInput(f"{name} = {value}: outside [{low}, {high}]; choose between {low} and {high} tokens.")
+        if self.retriever not in self.retrievers:
+            raise BadInput(f"Unknown retriever {self.retriever!r}; choose one of {', '.join(self.retrievers)}.")
+
+    def compute(self) -> dict:
+        if self._alone is None:
+            self._alone = ralm.perplexity(self.model, self.tokenizer, self.texts, None)
+        cfg = ralm.RALMConfig(stride=self.stride, query_tokens=self.query_tokens)
+        got = ralm.perplexity(self.model, self.tokenizer, self.texts, self.retrievers[self.retriever], cfg)
+        return {"alone": self._alone, "ralm": got, "retriever": self.retriever}
+
+    def summary(self, result: dict) -> str:
+        a, r = result["alone"], result["ralm"]
+        return (f"facts' perplexity {ralm.perplexity_on(a, self.masks):.2f} → {ralm.perplexity_on(r, self.masks):.2f}, "
+                f"all tokens {a.perplexity:.2f} → {r.perplexity:.2f}; {r.retrievals} retrievals "
+                f"({r.retrievals_per_token:.2f} per token), {r.seconds:.2f} s")
+
+    def render(self, result: dict) -> None:
+        r, retriever = result["ralm"], self.retrievers[result["retriever"]]
+        ids = list(self.tokenizer(self.texts[0])["input_ids"])
+        rows = ["<tr><th>tokens read</th><th>passage in view</th></tr>"]
+        for j, start in enumerate(range(1, len(ids), self.stride)):
+            part = self.tokenizer.decode(ids[start:start + self.stride])
+            hit = r.passages[0][j]
+            passage = retriever.passages[hit] if hit >= 0 else "(none: nothing to ask with yet)"
+            rows.append(f"<tr><td><b>{html.escape(part)}</b></td><td><i>{html.escape(passage)}</i></td></tr>")
+        self.blocks.value = f"<small>first text, block by block</small><table>{''.join(rows)}</table>"
