@@ -12,6 +12,7 @@ from lfmlab.editing import (
     covariance,
     ft,
     grace,
+    ike,
     kn,
     memit,
     mend,
@@ -299,8 +300,9 @@ def test_the_registry_builds_every_cheap_editor_and_each_one_edits_and_restores(
     model, tok, r = wlm.model, wlm.tokenizer, requests[0]
     assert all(isinstance(m, MethodInfo) and m.notebook == "07_model_editing" for m in editing.METHODS.values())
     bench_ = editing.Workbench(model, tok, W, layer=0, covariances={0: cov})
-    eds = editing.editors(bench_, {"ROME": None, "FT-L": None, "GRACE": grace.GraceConfig(layer=3)})
-    assert list(eds) == ["FT-L", "ROME", "GRACE"]          # registry order
+    eds = editing.editors(bench_, {"ROME": None, "FT-L": None, "GRACE": grace.GraceConfig(layer=3),
+                                   "T-Patcher": None, "IKE": ike.IKEConfig(k=0)})
+    assert list(eds) == ["FT-L", "ROME", "T-Patcher", "IKE", "GRACE"]          # registry order
     snap = snapshot(model)
     assert not _wins(model, tok, r)
     for name, ed in eds.items():                           # no branch on the editor's kind
