@@ -78,3 +78,11 @@ def test_sequential_batches_keep_the_earlier_keys_and_clear_forgets_them(setup, 
     assert ed._edit.cache
     ed.clear()
     assert not ed._edit.cache and not ed.deltas
+
+
+@pytest.mark.parametrize("kwargs,name", [({"l2": -1.0}, "l2"), ({"l2": float("nan")}, "l2"),
+                                         ({"nullspace_threshold": 0.0}, "nullspace_threshold"),
+                                         ({"nullspace_threshold": float("inf")}, "nullspace_threshold")])
+def test_bad_settings_say_what_is_allowed(kwargs, name):
+    with pytest.raises(ValueError, match=f"{name} = .*positive finite"):
+        alphaedit.AlphaEditConfig(**kwargs)

@@ -48,6 +48,13 @@ class AlphaEditConfig(memit.MemitConfig):
     nullspace_threshold: float = 1.0    # eigenvalues of C below this × their mean span the null space
     l2: float = 10.0                    # α: ‖ΔP‖² weight (the reference code's L2)
 
+    def __post_init__(self):
+        for name in ("nullspace_threshold", "l2"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < float("inf")):
+                raise ValueError(f"{name} = {value!r}: must be a positive finite number "
+                                 f"(defaults: nullspace_threshold 1.0, l2 10.0)")
+
 
 def projector(C: torch.Tensor, threshold: float) -> tuple[torch.Tensor, int]:
     """P = Û Ûᵀ [4d, 4d] (float64) onto the eigenvectors of C whose eigenvalue is below
