@@ -20,8 +20,9 @@ Simplifications, stated: world-lm reads 128 tokens, so k is as many demonstratio
 ``max_context`` tokens (4–5 here, the paper used 32); the demonstrations are drawn at random
 from world-lm's *train* facts of the edit's relation (the paper retrieves them by sentence
 similarity from a pool of CounterFact edits), with train templates only, so the held-out
-paraphrase templates the metrics use are never shown; their kinds follow the paper's order
-(copy, update, retain), in equal shares. With several edits in memory, each input reads the
+paraphrase templates the metrics use are never shown; their kinds cycle retain, update, copy
+(equal shares; retain first, because only two fit and world-lm without a retain example copies the
+new object for every subject). With several edits in memory, each input reads the
 edit whose subject it names (the latest such one), or the latest edit when it names none: the
 paper edits one fact at a time.
 """
