@@ -139,6 +139,20 @@ def test_flops_see_the_unmerged_lora_and_the_adapters_but_not_the_merged_lora(ar
         latency_ratios({"base": model}, ids, mask, reference="tuned")
 
 
+def test_latency_ratios_cancel_a_first_in_the_round_effect():
+    """A model whose pass is slower whenever it runs first in a round (a cold cache) must still
+    measure 1.0 against itself: ratios are taken over full rotations of the running order, and an
+    even number of them has the mean of its two middle values as its median."""
+    from lfmlab.tuning import train
+
+    first_slow = [1.2, 1.0] * 15          # the model's seconds per round, alternating places
+    other = [1.0, 1.2] * 15               # the same model under another name
+    ratios = [a / b for a, b in zip(train._cycles(first_slow, 2), train._cycles(other, 2))]
+    assert train._median(ratios) == pytest.approx(1.0)
+    assert train._median([0.9, 1.1]) == pytest.approx(1.0) and train._median([3.0, 1.0, 2.0]) == 2.0
+    assert train._cycles([1.0, 2.0, 3.0], 5) == [6.0]
+
+
 def test_lora_targets_come_from_the_layout():
     assert lora.linear_targets(hub.random_model("gpt2"), "attn") == [
         f"transformer.h.{i}.attn.{p}" for i in range(2) for p in ("c_attn", "c_proj")]

@@ -183,7 +183,11 @@ def _timed_rounds(models: Mapping[str, nn.Module], input_ids: torch.Tensor, mask
 
 
 def _median(values: Sequence[float]) -> float:
-    return float(sorted(values)[len(values) // 2])
+    """The median (the mean of the two middle values when their number is even: taking the upper
+    one would pick one side of a two-cluster sample, such as a first-in-the-round effect)."""
+    v = sorted(values)
+    n = len(v)
+    return float(v[n // 2]) if n % 2 else float((v[n // 2 - 1] + v[n // 2]) / 2)
 
 
 @torch.no_grad()
@@ -205,7 +209,8 @@ def latency_ratios(models: Mapping[str, nn.Module], input_ids: torch.Tensor,
                    attention_mask: torch.Tensor | None = None, reference: str | None = None,
                    rounds: int = 30, warmup: int = 3, block: int = 4) -> dict[str, float]:
     """Each model's forward time relative to ``reference`` (default: the first model), paired by
-    round: the median over rounds of (model's time / reference's time in the same round).
+    round: the median, over full rotations of the running order, of (model's time / reference's
+    time in the same rotation).
 
     Pairing cancels what slows a whole round down (another job on a shared CPU); on a 2-core
     machine the ratio of the same model with itself stays within about ±5 %, where ratios of
@@ -218,8 +223,16 @@ def latency_ratios(models: Mapping[str, nn.Module], input_ids: torch.Tensor,
         raise ValueError(f"the reference {reference!r} is not among the models {list(models)}")
     mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
     times = _timed_rounds(models, input_ids, mask, rounds, warmup, block)
-    ref = times[reference]
-    return {n: _median([a / b for a, b in zip(t, ref)]) for n, t in times.items()}
+    ref = _cycles(times[reference], len(models))
+    return {n: _median([a / b for a, b in zip(_cycles(t, len(models)), ref)]) for n, t in times.items()}
+
+
+def _cycles(times: Sequence[float], n: int) -> list[float]:
+    """Sums over each full rotation of the running order (``n`` rounds, in which every model has
+    run once in every position), so that a model's place in the round cancels out of the ratio;
+    a last, incomplete rotation is kept as it is when it is the only one."""
+    full = [sum(times[i:i + n]) for i in range(0, len(times) - n + 1, n)]
+    return full or [sum(times)]
 
 
 @torch.no_grad()
