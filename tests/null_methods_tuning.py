@@ -10,7 +10,8 @@ Each method of :mod:`lfmlab.tuning.claims` is replaced by what it is without its
 * BBT: random search at the same budget (same subspace, examples, candidates and model calls);
 * WiSE-FT: interpolation towards a "fine-tuned" model that was never updated;
 * the LoRA merge: a merge that drops the low-rank update (the base weights); serving the merged
-  LoRA: serving it unmerged; adapters' latency: the base model without adapters;
+  LoRA: serving it unmerged; adapters' latency: the base model without adapters; AdapterFusion:
+  its fusion layer untrained; LoRA's intruder dimensions: LoRA trained with learning rate 0;
 * the panel: one without its input check.
 
 ``null_measured()`` returns {method: {measured key: value}} with the keys the notebook writes.
@@ -99,6 +100,20 @@ def _minilm_nulls() -> dict[str, dict[str, float]]:
             "minilm LoRA": {"minilm LoRA" + ACC: ct.test.accuracy(lo.model)}}
 
 
+def _fusion_null(model, tok) -> dict[str, dict[str, float]]:
+    """AdapterFusion's null: the same sources, the fusion layer left untrained (≈ uniform mixture)."""
+    from lfmlab.tuning import fusion
+    from lfmlab.tuning.train import TrainConfig
+
+    cfg = TrainConfig(steps=30, lr=1e-2, batch_size=16, seed=SEED, every=30)
+    st = fusion.study(model, tok, ["capital", "continent", "language"], "language", bottleneck=8,
+                      source_config=cfg, fusion_config=None, seed=SEED, device="cpu")
+    return {"AdapterFusion/held-out accuracy": st.accuracy["uniform mixture"],
+            "AdapterFusion/best single adapter": st.accuracy[st.best_single],
+            "AdapterFusion/uniform mixture": st.accuracy["uniform mixture"],
+            "AdapterFusion/own − distractor weight": st.attention("language") - st.attention("continent")}
+
+
 def _mechanism_nulls(model, task) -> dict[str, dict[str, float]]:
     import copy
 
@@ -138,7 +153,13 @@ def _mechanism_nulls(model, task) -> dict[str, dict[str, float]]:
     # rsLoRA's null: LoRA's α/r scaling, i.e. the rank-64 run of the sweep done twice the plain way
     sweep = TrainConfig(steps=10, lr=3e-3, batch_size=16, seed=SEED, every=10)
     plain = [lora.lora(model, task.train, rank=64, alpha=8, config=sweep).losses[-5:] for _ in range(2)]
-    return {"rsLoRA": {"rsLoRA/loss gain over LoRA at r=64": sum(plain[0]) / 5 - sum(plain[1]) / 5},
+    from lfmlab.tuning import spectra
+
+    still = lora.merge_and_unload(methods.run("LoRA", model, task.train, size=4, config=_lr0()).model)
+    pairs = spectra.matrix_pairs(model, still, ("c_attn.weight",)).values()
+    intruders = sum(spectra.intruders(w0, w, 10, 0.6) for w0, w in pairs)
+    return {"LoRA intruders": {"intruders/LoRA": float(intruders)},
+            "rsLoRA": {"rsLoRA/loss gain over LoRA at r=64": sum(plain[0]) / 5 - sum(plain[1]) / 5},
             "LoRA merge": {"LoRA merge/max logit gap, float64": gap},
             "LoRA merged serving": {"flops/LoRA merged": unmerged_flops},
             "adapters latency": {"latency/adapters": lat["base again"]},
@@ -159,6 +180,7 @@ def null_measured() -> dict[str, dict[str, float]]:
         out = _gradient_nulls(model, tok, task)
         out["WiSE-FT"] = _wise_null(model, task)
         out["instruction tuning"] = _instruct_null(model, tok)
+        out["AdapterFusion"] = _fusion_null(model, tok)
         out.update(_mechanism_nulls(model, task))
     finally:
         torch.set_num_threads(threads)
