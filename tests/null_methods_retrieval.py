@@ -8,6 +8,7 @@ measures on the same kind of data (the notebook's smoke sizes, SEED 0):
 * "remove": the facts are added and the remove step does nothing;
 * "kNN-LM text": an empty datastore (p_kNN = 0), with λ, k, T chosen on validation as usual;
 * "dense retriever", "BM25", "In-Context RALM": a retriever that ignores the question (random passages);
+* "REPLUG LSR": the same training with learning rate 0 (the query map stays the identity);
 * "exact search", "faiss flat", "faiss IVF": random neighbours;
 * "frozen LM": one gradient step on the LM; "panel": the kNN panel without its input check.
 """
@@ -85,6 +86,20 @@ def null_measured() -> dict[str, dict[str, float]]:
     ensemble = rag.answer(model, tok, r_prompts, r_objects, rand, q_first, k=3, mode="ensemble").accuracy
     out["dense retriever"] = {"recall/dense_5": r5, "rag/dense_prepend_1": prepend, "rag/dense_ensemble_3": ensemble}
     out["BM25"] = {"recall/bm25_5": r5}
+
+    # REPLUG LSR: the same training with learning rate 0 (the query map stays the identity)
+    from lfmlab.retrieval import lsr
+
+    enc = zoo.load("minilm", device="cpu")
+    dense = rag.DenseRetriever(enc.model, enc.tokenizer).fit(passages)
+    half = len(held) // 2
+    p_tr, p_te = ([W.prompt(f.subject, f.relation) for f in fs] for fs in (held[:half], held[half:]))
+    still = lsr.replug_lsr(model, tok, dense, p_tr, p_tr, [f.object for f in held[:half]],
+                           lsr.LSRConfig(lr=0.0, steps=5)).retriever
+    o_te = [f.object for f in held[half:]]
+    before, after = (rag.answer(model, tok, p_te, o_te, r, k=1) for r in (dense, still))
+    out["REPLUG LSR"] = {"lsr/logprob_gain": float(after.logprob.mean() - before.logprob.mean()),
+                         "lsr/acc_gain": after.accuracy - before.accuracy}
 
     # In-Context RALM: random passages at the stride and query length the notebook's smoke run chooses
     from lfmlab.retrieval import ralm

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from lfmlab.core.registry import MethodInfo
-from lfmlab.retrieval import datastore, knnlm, rag, ralm
+from lfmlab.retrieval import datastore, knnlm, lsr, rag, ralm
 
 __all__ = ["METHODS"]
 
@@ -25,6 +25,8 @@ METHODS: dict[str, MethodInfo] = {m.name: m for m in [
                "Ram et al. 2023", "§2.3.2", ralm.perplexity, ralm.RALMConfig, _NB),
     MethodInfo("REPLUG", "one forward pass per passage, answers ensembled by retrieval score", "Shi et al. 2024",
                "§2.3.2", rag.answer, rag.RAGResult, _NB, extra={"mode": "ensemble"}),
+    MethodInfo("REPLUG LSR", "the retriever learns which passages help the frozen LM: KL to the LM's feedback",
+               "Shi et al. 2024", "§2.3.2", lsr.replug_lsr, lsr.LSRResult, _NB, lsr.LSRConfig),
     MethodInfo("dense retriever", "passages and queries embedded by minilm, ranked by cosine",
                "Reimers and Gurevych 2019",
                "§2.3.2", rag.DenseRetriever, rag.Retrieved, _NB),
