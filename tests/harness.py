@@ -16,10 +16,10 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIRS = ("notebooks", "widgets")
 SMOKE_PARAMETERS = {"SMOKE": True}
 DEFAULT_BUDGET_S = 120.0  # per notebook, smoke mode, 2-core CPU
-# per-notebook exceptions, by file name. 02 and 06 run 80-100 s on an idle 2-core machine but up to
-# 148 s when the machine is shared (06 of before these budgets: 128 s there): a guard against
-# regressions must not fail on that noise
-BUDGET_S: dict[str, float] = {"07_model_editing.ipynb": 240.0, "02_model_tuning.ipynb": 240.0,
+# per-notebook exceptions, by file name. 06 runs 80-100 s on an idle 2-core machine but up to 148 s
+# when the machine is shared: a guard against regressions must not fail on that noise. 02 runs
+# 170-190 s on a shared machine since AdapterFusion and BDPL joined it (150-170 s before BDPL)
+BUDGET_S: dict[str, float] = {"07_model_editing.ipynb": 240.0, "02_model_tuning.ipynb": 300.0,
                               "06_meta_learning.ipynb": 240.0}
 
 

@@ -8,6 +8,7 @@ Each method of :mod:`lfmlab.tuning.claims` is replaced by what it is without its
   steps give exactly the model 30 would; it keeps this module fast);
 * rsLoRA: LoRA's own α/r scaling (its gain over LoRA is then 0);
 * BBT: random search at the same budget (same subspace, examples, candidates and model calls);
+* BDPL: random discrete prompts at its budget (same candidates, examples and model calls);
 * WiSE-FT: interpolation towards a "fine-tuned" model that was never updated;
 * the LoRA merge: a merge that drops the low-rank update (the base weights); serving the merged
   LoRA: serving it unmerged; adapters' latency: the base model without adapters; AdapterFusion:
@@ -100,6 +101,19 @@ def _minilm_nulls() -> dict[str, dict[str, float]]:
             "minilm LoRA": {"minilm LoRA" + ACC: ct.test.accuracy(lo.model)}}
 
 
+def _bdpl_null(model, tok) -> dict[str, float]:
+    """BDPL's null: random discrete prompts at its budget, as the notebook runs them."""
+    from lfmlab.data import world
+    from lfmlab.tuning import bdpl, tasks
+
+    wd = world.load()
+    train, test = tasks.relation_completion(tok, "capital", seed=SEED, device="cpu")
+    domain = [wd.sentence(f, t) for f in wd.facts_of(None, "train") for t in range(2)]
+    rand = bdpl.random_prompts(model, train, n_tokens=5, n_candidates=bdpl.domain_candidates(tok, domain, 64),
+                               samples=8, steps=30, examples=16, seed=SEED)
+    return {"BDPL/held-out loss": test.mean_loss(rand.model)}
+
+
 def _fusion_null(model, tok) -> dict[str, dict[str, float]]:
     """AdapterFusion's null: the same sources, the fusion layer left untrained (≈ uniform mixture)."""
     from lfmlab.tuning import fusion
@@ -181,6 +195,7 @@ def null_measured() -> dict[str, dict[str, float]]:
         out["WiSE-FT"] = _wise_null(model, task)
         out["instruction tuning"] = _instruct_null(model, tok)
         out["AdapterFusion"] = _fusion_null(model, tok)
+        out["BDPL"] = _bdpl_null(model, tok)
         out.update(_mechanism_nulls(model, task))
     finally:
         torch.set_num_threads(threads)

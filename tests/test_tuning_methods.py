@@ -64,7 +64,7 @@ CFG = TrainConfig(steps=30, batch_size=8, seed=0)
 
 # ---- every method: learns, and never touches the model it was given ------------------------------------------
 
-@pytest.mark.parametrize("name", [n for n in methods.tuners() if n != "BBT"])
+@pytest.mark.parametrize("name", [n for n in methods.tuners() if methods.METHODS[n].gradients])
 def test_methods_learn_and_leave_the_input_model_alone(name, tiny, world_lm):
     model = world_lm.model
     before = _state(model)

@@ -20,6 +20,7 @@ from lfmlab.core.registry import MethodInfo
 from lfmlab.tuning import (
     adapters,
     bbt,
+    bdpl,
     bitfit,
     dora,
     finetune,
@@ -96,6 +97,11 @@ METHODS: dict[str, MethodInfo] = {m.name: m for m in [
            lambda m, d, s, c, cb: bbt.bbt(m, d, generations=s, seed=c.seed, callback=cb), bbt.bbt,
            "a soft prompt searched by CMA-ES in a random subspace, forward passes only", "Sun et al. 2022",
            "§2.2", gradients=False),
+    # the panel's BDPL: candidates from the task's own text (64), the settings of bdpl.bdpl
+    Method("BDPL", "input", "prompt tokens", 5, (1, 20), 2e-3,
+           lambda m, d, s, c, cb: bdpl.bdpl(m, d, n_tokens=s, seed=c.seed, callback=cb), bdpl.bdpl,
+           "a discrete prompt: a distribution over candidate tokens per position, learned by policy "
+           "gradient from loss values only", "Diao et al. 2023", "§2.2", gradients=False),
     Method("WiSE-FT", "weights", "(α)", 0, (0, 0), 0.0, None, wiseft.wise_ft,
            "interpolate the weights of the zero-shot and the fine-tuned model", "Wortsman et al. 2022", "§2.1.1",
            gradients=False),

@@ -33,8 +33,8 @@ from lfmlab.core.params import device_of
 from lfmlab.core.types import Tokenizer
 
 __all__ = ["LMData", "ChoiceData", "ClassData", "QATask", "ClassTask", "EncoderClassifier", "QA_RELATIONS", "qa_prompt",
-           "world_qa", "country_continent", "random_like", "lm_loss", "row_losses", "encoder_targets",
-           "encoder_sites"]
+           "world_qa", "relation_completion", "country_continent", "random_like", "lm_loss", "row_losses",
+           "encoder_targets", "encoder_sites"]
 
 QA_RELATIONS: tuple[str, ...] = ("capital", "continent", "language", "currency_code", "iso_code")
 
@@ -255,6 +255,27 @@ def world_qa(tokenizer: Tokenizer, relations: Sequence[str] = QA_RELATIONS, trai
              "held-out subjects, new questions": LMData.build(tokenizer, *pairs(ts, "other"), device=device),
              "statements": LMData.build(tokenizer, *pairs(ts, "statements"), device=device)}
     return QATask(train, evals, relations, train_s, test_s, question)
+
+
+def relation_completion(tokenizer: Tokenizer, relation: str = "capital", seed: int = 0, world=None,
+                        device: torch.device | str | None = None) -> tuple[LMData, LMData]:
+    """(train, test): ``"Peru is"`` -> ``" Lima"`` for the relation's train facts, subjects split in
+    half at random (``seed``). The relation's words are missing from the input, so the LM can only
+    answer well if a prompt in front supplies them (``"The capital of"``): the task of the
+    discrete prompt search in notebook 02 (:mod:`lfmlab.tuning.bdpl`)."""
+    from lfmlab.data import world as world_data
+
+    w = world or world_data.load()
+    w._check_relation(relation)
+    facts = w.facts_of(relation, "train")
+    subjects = sorted({f.subject for f in facts})
+    random.Random(seed).shuffle(subjects)
+    train_s = set(subjects[:len(subjects) // 2])
+
+    def data(fs):
+        return LMData.build(tokenizer, [f"{f.subject} is" for f in fs], [f.object for f in fs], device=device)
+
+    return data([f for f in facts if f.subject in train_s]), data([f for f in facts if f.subject not in train_s])
 
 
 # ---- classification with an encoder (minilm) ----------------------------------------------------------------
