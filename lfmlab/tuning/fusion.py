@@ -39,7 +39,7 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
-from lfmlab.core.params import count, device_of, frozen_copy, replace_module
+from lfmlab.core.params import count, device_of, evaluating, frozen_copy, replace_module
 from lfmlab.tuning.adapters import WithAdapter, adapter_sites, adapter_tuning
 from lfmlab.tuning.train import Callback, TrainConfig, TuneResult, fit
 
@@ -142,12 +142,8 @@ def fusion_weights(model: nn.Module, input_ids: torch.Tensor, attention_mask: to
     """The fusion attention s [sites, N] averaged over the real tokens of a batch: how much each
     site listens to each source adapter (rows follow :func:`lfmlab.tuning.adapters.adapter_sites`)."""
     mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
-    was = model.training
-    model.eval()
-    try:
+    with evaluating(model):
         model(input_ids=input_ids, attention_mask=mask)
-    finally:
-        model.train(was)
     real = mask.bool()
     return torch.stack([f.weights[real].float().mean(0) for f in fusion_layers(model)])
 

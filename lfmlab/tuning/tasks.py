@@ -259,10 +259,8 @@ def world_qa(tokenizer: Tokenizer, relations: Sequence[str] = QA_RELATIONS, trai
 
 def relation_completion(tokenizer: Tokenizer, relation: str = "capital", seed: int = 0, world=None,
                         device: torch.device | str | None = None) -> tuple[LMData, LMData]:
-    """(train, test): ``"Peru is"`` -> ``" Lima"`` for the relation's train facts, subjects split in
-    half at random (``seed``). The relation's words are missing from the input, so the LM can only
-    answer well if a prompt in front supplies them (``"The capital of"``): the task of the
-    discrete prompt search in notebook 02 (:mod:`lfmlab.tuning.bdpl`)."""
+    """(train, test): ``"Peru is"`` -> ``" Lima"``, subjects split in half (``seed``). The input lacks
+    the relation's words: a prompt in front must supply them (BDPL's task, :mod:`lfmlab.tuning.bdpl`)."""
     from lfmlab.data import world as world_data
 
     w = world or world_data.load()
@@ -271,11 +269,9 @@ def relation_completion(tokenizer: Tokenizer, relation: str = "capital", seed: i
     subjects = sorted({f.subject for f in facts})
     random.Random(seed).shuffle(subjects)
     train_s = set(subjects[:len(subjects) // 2])
-
-    def data(fs):
-        return LMData.build(tokenizer, [f"{f.subject} is" for f in fs], [f.object for f in fs], device=device)
-
-    return data([f for f in facts if f.subject in train_s]), data([f for f in facts if f.subject not in train_s])
+    split = [[f for f in facts if (f.subject in train_s) == part] for part in (True, False)]
+    return tuple(LMData.build(tokenizer, [f"{f.subject} is" for f in fs], [f.object for f in fs], device=device)
+                 for fs in split)
 
 
 # ---- classification with an encoder (minilm) ----------------------------------------------------------------
