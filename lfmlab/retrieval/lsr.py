@@ -49,7 +49,7 @@ class LSRConfig:
     beta: float = 0.1
     lr: float = 3e-5
     steps: int = 100
-    seed: int = 0
+    seed: int = 0       # recorded with the run only: full-batch training from A = I is deterministic
 
     def __post_init__(self):
         if self.k < 2 or self.steps < 1:

@@ -96,7 +96,8 @@ def _setup(model: nn.Module, data, n_tokens: int, n_candidates: int | torch.Tens
         cand = candidates(data, n_candidates, special).to(table.device)
     g = torch.Generator().manual_seed(seed)
     rows = torch.randperm(len(data), generator=g)[:examples]
-    pm = SoftPromptLM(base, SoftPrompt(table[cand[:n_tokens].repeat(n_tokens)[:n_tokens]]), n_tokens).eval()
+    # a placeholder prompt (the first candidate n times); _finish writes the chosen tokens in
+    pm = SoftPromptLM(base, SoftPrompt(table[cand[0]].expand(n_tokens, -1)), n_tokens).eval()
     return pm, table, cand, rows, data.rows(rows), g
 
 
