@@ -1,4 +1,4 @@
-"""Runtime helpers: the device, the seed, smoke mode, the cache, and a description of both.
+"""Runtime helpers: the device, the seed, the run length, the cache, and a description of them.
 
 A notebook calls :func:`setup` once in its setup cell; everything after honours the device
 and seed chosen there (``runtime.device()`` with no argument returns the session's device).
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-_session: dict[str, object] = {"seed": None, "device": None, "smoke": None}
+_session: dict[str, object] = {"seed": None, "device": None, "smoke": None, "full": False}
 
 
 def _truthy(value: str | None) -> bool:
@@ -83,23 +83,51 @@ def cache_dir() -> Path:
     return path
 
 
+MODES = ("smoke", "default", "full")
+
+
 @dataclass(frozen=True)
 class Session:
+    """What :func:`setup` chose. ``mode`` is the run length: ``"smoke"`` (CI: every method runs
+    just long enough for its claim to be judged), ``"default"`` (what a learner gets: every claim,
+    sized for a lab session on a laptop CPU) or ``"full"`` (the paper-scale run: more edits,
+    seeds and steps, for a GPU or a long evening)."""
+
     device: torch.device
     seed: int
     smoke: bool
+    full: bool = False
+
+    @property
+    def mode(self) -> str:
+        return "smoke" if self.smoke else "full" if self.full else "default"
+
+    def pick(self, smoke, default, full=None):
+        """The value for this run's length (``full`` defaults to ``default``)."""
+        return smoke if self.smoke else (default if full is None else full) if self.full else default
 
 
 def setup(seed: int = 0, device: str | torch.device | None = "auto", smoke: bool | None = None,
-          verbose: bool = True) -> Session:
-    """Pick the device once, seed everything once, record smoke mode, and describe the run."""
+          verbose: bool = True, full: bool = False) -> Session:
+    """Pick the device once, seed everything once, record the run length (``smoke``, else
+    ``full``, else the default), and describe the run. ``smoke`` and ``full`` together are refused
+    (a ValueError that says which to drop), changing nothing."""
+    if smoke and full:
+        raise ValueError("SMOKE and FULL are both True: a run is smoke (CI), default or full. "
+                         "Set one of them to False.")
     chosen = globals()["device"](device)  # validate first: a bad device changes nothing
     _session["device"] = chosen
     _session["smoke"] = _truthy(os.environ.get("LFMLAB_SMOKE")) if smoke is None else bool(smoke)
+    _session["full"] = bool(full) and not _session["smoke"]
     seed_everything(seed)
     if verbose:
         describe()
-    return Session(chosen, int(seed), bool(_session["smoke"]))
+    return Session(chosen, int(seed), bool(_session["smoke"]), bool(_session["full"]))
+
+
+def mode() -> str:
+    """The run length :func:`setup` recorded: ``"smoke"``, ``"default"`` or ``"full"``."""
+    return "smoke" if smoke() else "full" if _session["full"] else "default"
 
 
 def describe() -> str:
@@ -108,7 +136,7 @@ def describe() -> str:
 
     dev = device()
     gpu = f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else ""
-    text = (f"lfmlab | device {dev}{gpu} | seed {seed()} | smoke {smoke()} | "
+    text = (f"lfmlab | device {dev}{gpu} | seed {seed()} | run {mode()} | "
             f"torch {torch.__version__} | transformers {transformers.__version__} | "
             f"python {platform.python_version()} | {torch.get_num_threads()} threads | "
             f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}")

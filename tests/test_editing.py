@@ -146,6 +146,47 @@ def test_an_untrained_mend_is_one_gradient_step(wlm, requests, W):
     assert torch.allclose(delta, -eta * grad, atol=1e-6, rtol=1e-4)
 
 
+def test_mend_training_batch_gives_each_edit_its_own_loss_and_gradient(wlm, W):
+    """The batched training loss (every edit of a step in the same passes, row i with W + ΔW_i)
+    equals the per-edit computation (one edit at a time, its edited weights through
+    functional_call), and so do the editors' gradients; padding changes nothing."""
+    import random
+
+    from torch.func import functional_call
+    import torch.nn.functional as F
+
+    model, tok = wlm.model, wlm.tokenizer
+    torch.manual_seed(0)
+    editor = mend.Mend(model, mend.MendConfig(edit_layers=(0, 1)))
+    for ed in editor.editors:   # a trained-looking editor: non-zero second layers
+        for block in ed.blocks:
+            torch.nn.init.normal_(block.up.weight, std=0.05)
+        ed.log_eta.data.fill_(-4.0)
+    examples = mend._examples(W, random.Random(3), 5, set())
+    params = dict(model.named_parameters())
+
+    def alone(ex):
+        prompt, eq, new, loc, loc_obj = ex
+        deltas = editor.deltas(model, tok, prompt, new)
+        edited = {n: params[n] + d for n, d in deltas.items()}
+        b_eq, b_loc = lm.pair_batch(tok, [eq], [new]), lm.pair_batch(tok, [loc], [loc_obj])
+        l_edit = functional_call(model, edited, args=(), kwargs=dict(
+            input_ids=b_eq.input_ids, attention_mask=b_eq.attention_mask, labels=b_eq.labels)).loss
+        with torch.no_grad():
+            p_base = model(input_ids=b_loc.input_ids).logits.log_softmax(-1)
+        p_new = functional_call(model, edited, args=(), kwargs=dict(input_ids=b_loc.input_ids)).logits
+        l_loc = F.kl_div(p_new.log_softmax(-1), p_base, log_target=True, reduction="none").sum(-1).mean()
+        return 0.5 * l_edit + l_loc
+
+    reference = sum(alone(ex) for ex in examples) / len(examples)
+    ref_grads = torch.autograd.grad(reference, list(editor.parameters()))
+    batched = mend._batch_loss(model, tok, editor, examples, 0.5)
+    grads = torch.autograd.grad(batched, list(editor.parameters()))
+    assert torch.allclose(batched, reference, rtol=1e-5, atol=1e-6), (batched.item(), reference.item())
+    for g, r in zip(grads, ref_grads):
+        assert torch.allclose(g, r, rtol=1e-3, atol=1e-6)
+
+
 def test_serac_leaves_out_of_scope_inputs_to_the_base_model(wlm, W, requests):
     model, tok = wlm.model, wlm.tokenizer
     encoder = zoo.load("minilm", device="cpu")

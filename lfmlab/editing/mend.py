@@ -19,17 +19,23 @@ a sample of edits (u and δ differ in scale by orders of magnitude), then MEND's
 z <- z + W₂ ReLU(W₁ z), with W₂ = 0 at the start, so that an untrained MEND is one gradient
 step in normalised coordinates; one editor and one learned step size η per edited layer.
 The model is never changed: edits are returned as deltas.
+
+Speed (no change to any number): a training step runs its batch of edits together, the gradient
+factors of all of them in one forward/backward pass and each loss in one forward pass, row i with
+its own W + ΔW_i (a hook adds x_i ΔW_i to the layer's output); the loss and the editors' gradients
+equal those of one edit at a time (tested), at about a third of the time per step on a CPU.
 """
 from __future__ import annotations
 
 import random
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call
 
 from lfmlab.core.hooks import capture
 from lfmlab.core.lm import pair_batch
@@ -78,31 +84,58 @@ class Editor(nn.Module):
         self.register_buffer("mu", torch.zeros(in_dim + out_dim))
         self.register_buffer("sigma", torch.ones(in_dim + out_dim))
 
-    def forward(self, u: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
-        """u [T, in], δ [T, out] -> ΔW [in, out] = -η Σ_t ũ_t δ̃_tᵀ."""
-        z = (torch.cat([u, delta], -1) - self.mu) / self.sigma  # [T, in + out], normalised
+    def forward(self, u: torch.Tensor, delta: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """u [..., T, in], δ [..., T, out] -> ΔW [..., in, out] = -η Σ_t ũ_t δ̃_tᵀ, summed over the
+        tokens where ``mask`` [..., T] is 1 (all of them without one)."""
+        z = (torch.cat([u, delta], -1) - self.mu) / self.sigma  # [..., T, in + out], normalised
         for block in self.blocks:
             z = block(z)
-        u_t, d_t = z[:, :self.in_dim], z[:, self.in_dim:]
-        return -self.log_eta.exp() * (u_t.T @ d_t)
+        u_t, d_t = z[..., :self.in_dim], z[..., self.in_dim:]
+        if mask is not None:
+            u_t = u_t * mask[..., None].to(u_t.dtype)
+        return -self.log_eta.exp() * (u_t.transpose(-1, -2) @ d_t)
+
+
+def _row_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Each row's mean next-token NLL over its own labelled tokens [B] (what ``model(labels=)``
+    gives for that row alone)."""
+    nll = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100,
+                          reduction="none").view(len(labels), -1)
+    return nll.sum(1) / (labels[:, 1:] != -100).sum(1).clamp_min(1)
 
 
 def _factors(model, names: list[str], batch) -> tuple[dict, dict]:
-    """The gradient factors of one edit example: inputs u [T, in] and output grads δ [T, out]."""
+    """The gradient factors of a batch of edit examples, every row in one forward and backward
+    pass: inputs u [B, T, in] and output grads δ [B, T, out], zero at padding. The loss is the
+    sum of the rows' mean NLLs, so row i's δ is the gradient of its own loss, as alone."""
     weights = [model.get_submodule(n).weight for n in names]
     before = [w.requires_grad for w in weights]
     for w in weights:  # so that the layers' outputs are part of an autograd graph
         w.requires_grad_(True)
     try:
         with capture(model, names, inputs=True) as u_in, capture(model, names) as out:
-            loss = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels).loss
-        grads = torch.autograd.grad(loss, [out[n] for n in names])
+            logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        grads = torch.autograd.grad(_row_losses(logits, batch.labels).sum(), [out[n] for n in names])
     finally:
         for w, b in zip(weights, before):
             w.requires_grad_(b)
-    mask = batch.attention_mask[0].bool()
-    return ({n: u_in[n][0][mask].detach() for n in names},
-            {n: g[0][mask].detach() for n, g in zip(names, grads)})
+    mask = batch.attention_mask[..., None].to(grads[0].dtype)
+    return ({n: u_in[n].detach() * mask for n in names},
+            {n: g.detach() * mask for n, g in zip(names, grads)})
+
+
+@contextmanager
+def _per_row(model: nn.Module, deltas: dict[str, torch.Tensor]):
+    """Run ``model`` with row i's weight of each named layer W + ΔW_i (ΔW [B, in, out]): the layer's
+    output gains x_i ΔW_i, which is what W + ΔW_i gives, for every row in one batch."""
+    def hook(mod, args, output, delta):
+        return output + torch.bmm(args[0], delta.to(output.dtype))
+    handles = [model.get_submodule(n).register_forward_hook(partial(hook, delta=d)) for n, d in deltas.items()]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
 
 
 class Mend(nn.Module):
@@ -120,11 +153,14 @@ class Mend(nn.Module):
 
     def deltas(self, model: nn.Module, tokenizer: Tokenizer, prompt: str, target: str) -> dict[str, torch.Tensor]:
         """The weight deltas for one edit (differentiable w.r.t. the editors)."""
-        device = device_of(model)
-        batch = pair_batch(tokenizer, [prompt], [target], device)
+        rows = self.row_deltas(model, pair_batch(tokenizer, [prompt], [target], device_of(model)))
+        return {f"{n}.weight": as_weight_layout(model.get_submodule(n), d[0]) for n, d in rows.items()}
+
+    def row_deltas(self, model: nn.Module, batch) -> dict[str, torch.Tensor]:
+        """ΔW_i [B, in, out] (in-out layout) of each row of a :func:`pair_batch` of edits, from one
+        forward and backward pass of the model over all rows."""
         u, d = _factors(model, self.names, batch)
-        return {f"{n}.weight": as_weight_layout(model.get_submodule(n), ed(u[n], d[n]))
-                for n, ed in zip(self.names, self.editors)}
+        return {n: ed(u[n], d[n], batch.attention_mask) for n, ed in zip(self.names, self.editors)}
 
     def edit(self, model: nn.Module, tokenizer: Tokenizer, request: EditRequest) -> EditResult:
         """One edit in one pass: no optimisation loop. The model is unchanged on return."""
@@ -132,6 +168,28 @@ class Mend(nn.Module):
         start = time.perf_counter()
         deltas = {n: t.detach() for n, t in self.deltas(model, tokenizer, request.prompt, request.target_new).items()}
         return EditResult(deltas, time.perf_counter() - start, {"layers": list(self.cfg.edit_layers)})
+
+
+def _batch_loss(model: nn.Module, tokenizer: Tokenizer, mend: Mend, examples: list, c_edit: float) -> torch.Tensor:
+    """MEND's training loss averaged over a batch of edits, every edit in the same batched passes:
+    (1/B) Σ_i [c_edit · L_e(i) + L_loc(i)], where edit i's model has W + ΔW_i on each edited layer
+    (ΔW_i from its own edit example), L_e(i) is that model's mean NLL of the new object after the
+    equivalent prompt, and L_loc(i) its mean over positions of KL(p_θ || p_θ̃) on the locality
+    prompt (the factors: one forward/backward pass; each loss: one forward pass)."""
+    device = device_of(model)
+    prompts, eqs, news, locs, loc_objs = zip(*examples)
+    deltas = mend.row_deltas(model, pair_batch(tokenizer, list(prompts), list(news), device))
+    b_eq = pair_batch(tokenizer, list(eqs), list(news), device)
+    b_loc = pair_batch(tokenizer, list(locs), list(loc_objs), device)
+    with torch.no_grad():
+        p_base = model(input_ids=b_loc.input_ids, attention_mask=b_loc.attention_mask).logits.float().log_softmax(-1)
+    with _per_row(model, deltas):
+        l_edit = _row_losses(model(input_ids=b_eq.input_ids, attention_mask=b_eq.attention_mask).logits, b_eq.labels)
+        p_new = model(input_ids=b_loc.input_ids, attention_mask=b_loc.attention_mask).logits.float().log_softmax(-1)
+    kl = F.kl_div(p_new, p_base, log_target=True, reduction="none").sum(-1)           # [B, T]
+    mask = b_loc.attention_mask.to(kl.dtype)
+    l_loc = (kl * mask).sum(1) / mask.sum(1)
+    return (c_edit * l_edit + l_loc).mean()
 
 
 def _examples(world: World, rng: random.Random, n: int, exclude: set[str]):
@@ -165,39 +223,20 @@ def train(model: nn.Module, tokenizer: Tokenizer, world: World, config: MendConf
     device = device_of(model)
     mend = Mend(model, cfg).to(device)
     exclude = exclude_subjects or set()
-    params = dict(model.named_parameters())
     with frozen(model):
-        # fix the editors' input normalisation from a sample of edits
-        zs: dict[str, list[torch.Tensor]] = {n: [] for n in mend.names}
-        for prompt, _, new, _, _ in _examples(world, rng, cfg.stats_examples, exclude):
-            u, d = _factors(model, mend.names, pair_batch(tokenizer, [prompt], [new], device))
-            for n in mend.names:
-                zs[n].append(torch.cat([u[n], d[n]], -1))
+        # fix the editors' input normalisation from a sample of edits (their tokens, not padding)
+        prompts, _, news, _, _ = zip(*_examples(world, rng, cfg.stats_examples, exclude))
+        batch = pair_batch(tokenizer, list(prompts), list(news), device)
+        u, d = _factors(model, mend.names, batch)
         for n, ed in zip(mend.names, mend.editors):
-            z = torch.cat(zs[n])
+            z = torch.cat([u[n], d[n]], -1)[batch.attention_mask.bool()]
             ed.mu.copy_(z.mean(0))
             ed.sigma.copy_(z.std(0).clamp_min(1e-6))
         opt = torch.optim.Adam(mend.parameters(), lr=cfg.lr)
         for _ in progress(range(cfg.steps), desc="MEND editor training"):
-            total = 0.0
-            for prompt, eq, new, loc, loc_obj in _examples(world, rng, cfg.batch, exclude):
-                deltas = mend.deltas(model, tokenizer, prompt, new)
-                edited = {n: params[n] + d for n, d in deltas.items()}
-                b_eq = pair_batch(tokenizer, [eq], [new], device)
-                l_edit = functional_call(model, edited, args=(), kwargs=dict(
-                    input_ids=b_eq.input_ids, attention_mask=b_eq.attention_mask, labels=b_eq.labels)).loss
-                b_loc = pair_batch(tokenizer, [loc], [loc_obj], device)
-                with torch.no_grad():
-                    p_base = model(input_ids=b_loc.input_ids).logits.float().log_softmax(-1)
-                p_new = (
-                    functional_call(model, edited, args=(), kwargs=dict(input_ids=b_loc.input_ids))
-                    .logits.float()
-                    .log_softmax(-1)
-                )
-                l_loc = F.kl_div(p_new, p_base, log_target=True, reduction="none").sum(-1).mean()
-                total = total + (cfg.c_edit * l_edit + l_loc) / cfg.batch
             opt.zero_grad()
-            total.backward()
+            loss = _batch_loss(model, tokenizer, mend, _examples(world, rng, cfg.batch, exclude), cfg.c_edit)
+            loss.backward()
             opt.step()
-            mend.history.append(round(total.item(), 4))
+            mend.history.append(round(loss.item(), 4))
     return mend
