@@ -1,14 +1,16 @@
-"""Execute every notebook in full mode (SMOKE=False) and print one JSON line per notebook:
-device, wall seconds, peak resident memory of the kernel, peak GPU memory (if any).
+"""Execute every notebook at one run length and print one JSON line per notebook: mode, device,
+wall seconds, peak resident memory of the kernel, peak GPU memory (if any).
 
-    python benchmarks/run_notebooks.py                 # all notebooks
-    python benchmarks/run_notebooks.py notebooks/01_learn_from_model.ipynb
+    python benchmarks/run_notebooks.py                 # all notebooks, the default run
+    python benchmarks/run_notebooks.py --mode full notebooks/01_learn_from_model.ipynb
+    python benchmarks/run_notebooks.py --mode smoke    # the CI configuration
     LFMLAB_DEVICE=cpu python benchmarks/run_notebooks.py
 
-Works on a CPU machine and on a GPU machine. Full runs have no time budget.
+Works on a CPU machine and on a GPU machine. These runs have no time budget.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import subprocess
@@ -50,7 +52,12 @@ class PeakMemory(threading.Thread):
                 self.gpu = max(self.gpu, sum(int(x) for x in out if x.isdigit()))
 
 
-def main(paths: list[str]) -> int:
+MODES = {"smoke": {"SMOKE": True}, "default": {"SMOKE": False}, "full": {"SMOKE": False, "FULL": True}}
+
+
+def main(paths: list[str], mode: str = "default") -> int:
+    import papermill
+
     from lfmlab import runtime
 
     notebooks = [Path(p).resolve() for p in paths] or discover()
@@ -63,13 +70,15 @@ def main(paths: list[str]) -> int:
         error = None
         with tempfile.TemporaryDirectory() as tmp:
             try:
-                execute(path, Path(tmp), parameters={"SMOKE": False}, budget_s=float("inf"))
+                declared = set(papermill.inspect_notebook(str(path)))   # widget apps have no FULL
+                parameters = {k: v for k, v in MODES[mode].items() if k in declared}
+                execute(path, Path(tmp), parameters=parameters, budget_s=float("inf"))
             except Exception as err:  # report and go on with the next notebook
                 error = f"{type(err).__name__}: {str(err)[:300]}"
                 failures += 1
         monitor.stop.set()
         monitor.join()
-        row = {"notebook": f"{path.parent.name}/{path.name}", "mode": "full", "device": device,
+        row = {"notebook": f"{path.parent.name}/{path.name}", "mode": mode, "device": device,
                "seconds": round(time.perf_counter() - start, 1), "peak_rss_mb": round(monitor.rss / 2**20),
                "peak_gpu_mb": monitor.gpu if monitor.smi else None, "error": error}
         print(json.dumps(row), flush=True)
@@ -77,4 +86,9 @@ def main(paths: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    parser = argparse.ArgumentParser()
+    parser.add_argument("paths", nargs="*", help="notebooks (default: every one)")
+    parser.add_argument("--mode", choices=list(MODES), default="default",
+                        help="run length: smoke (CI), default (what a learner gets) or full")
+    args = parser.parse_args()
+    sys.exit(main(args.paths, args.mode))

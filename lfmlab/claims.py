@@ -54,8 +54,8 @@ class Claim:
 
     ``value`` and ``threshold`` are each a number, a key of the measured dict, or a function of
     the measured dict. ``about`` names the methods whose results the claim judges: the null
-    test replaces exactly those with their null method. ``full_only`` claims need the full run
-    (a smoke run is too short to show them) and are reported as skipped in smoke mode. ``when``
+    test replaces exactly those with their null method. ``full_only`` claims need a default or
+    full run (a smoke run is too short to show them) and are reported as skipped in smoke mode. ``when``
     names a measured key that says whether the claim applies at all (e.g. an optional library is
     installed): when it is 0 the claim is reported as not applicable; when it is missing, the
     claim is judged (and a missing value fails).
@@ -104,7 +104,7 @@ def applies(claim: Claim, measured: Measured) -> bool:
 
 def select(claims: Iterable[Claim], smoke: bool,
            measured: Measured | None = None) -> tuple[list[Claim], list[Claim]]:
-    """(claims judged in this run, claims skipped: they need the full run, or do not apply)."""
+    """(claims judged in this run, claims skipped: they need a default or full run, or do not apply)."""
     claims = [c for c in claims if measured is None or applies(c, measured)]
     if not smoke:
         return claims, []
@@ -130,7 +130,7 @@ def check(claims: Iterable[Claim], measured: Measured, smoke: bool = False, seed
     if seed is not None:
         lines.insert(0, f"claims at SEED = {seed}{' (smoke run)' if smoke else ''}:")
     if skipped:
-        lines.append("skipped in the smoke run (they need the full run): "
+        lines.append("skipped in the smoke run (they need a default or full run): "
                      + "; ".join(c.text for c in skipped))
     if absent:
         lines.append("not applicable here: " + "; ".join(f"{c.text} ({c.when} = 0)" for c in absent))

@@ -127,7 +127,7 @@ def setup(seed: int = 0, device: str | torch.device | None = "auto", smoke: bool
 
 def mode() -> str:
     """The run length :func:`setup` recorded: ``"smoke"``, ``"default"`` or ``"full"``."""
-    return "smoke" if smoke() else "full" if _session["full"] else "default"
+    return "smoke" if smoke() else "full" if _session.get("full") else "default"
 
 
 def describe() -> str:

@@ -62,13 +62,20 @@ def test_harness_enforces_the_time_budget(tmp_path):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[f"{p.parent.name}/{p.name}" for p in NOTEBOOKS])
 def test_every_notebook_declares_the_standard_parameters(path):
-    """DESIGN.md §3: SMOKE, SEED and DEVICE in every section notebook, SMOKE and DEVICE in every
-    widget app; declared so that papermill can parse them (an unparsable line disappears)."""
+    """DESIGN.md §3: SMOKE, FULL, SEED and DEVICE in every section notebook, SMOKE and DEVICE in
+    every widget app; declared so that papermill can parse them (an unparsable line disappears).
+    A section notebook's header states the three run times (smoke, default, full)."""
     import papermill
 
     declared = set(papermill.inspect_notebook(str(path)))
-    required = {"SMOKE", "DEVICE"} | ({"SEED"} if path.parent.name == "notebooks" else set())
+    section = path.parent.name == "notebooks"
+    required = {"SMOKE", "DEVICE"} | ({"SEED", "FULL"} if section else set())
     assert required <= declared, f"{path.name} declares {sorted(declared)}"
+    if section:
+        header = "".join(json.loads(path.read_text())["cells"][0]["source"])
+        times = header[header.find("**Run time**"):]
+        assert "**Run time**" in header and all(w in times for w in ("smoke", "default", "full")), (
+            f"{path.name}: the header's **Run time** states the smoke, default and full run times")
 
 
 PROCESS_WORDS = ("issue #", "feasibility", "closing note", "this session", "the author's machine", "TODO")

@@ -52,6 +52,22 @@ def test_setup_records_device_seed_smoke(monkeypatch, capsys):
     assert torch.equal(a, torch.rand(3))
 
 
+def test_setup_records_the_run_length(monkeypatch, capsys):
+    """Three run lengths: smoke (CI), default (a learner's run) and full (paper scale); pick gives
+    each its value, and SMOKE with FULL is refused, changing nothing."""
+    monkeypatch.setattr(runtime, "_session", {"seed": None, "device": None, "smoke": None, "full": False})
+    assert runtime.setup(device="cpu", smoke=False).mode == "default" == runtime.mode()
+    full = runtime.setup(device="cpu", smoke=False, full=True)
+    assert full.mode == "full" == runtime.mode() and "run full" in capsys.readouterr().out
+    assert full.pick(3, 30, full=100) == 100 and full.pick(3, 30) == 30
+    smoke = runtime.setup(seed=2, device="cpu", smoke=True)
+    assert smoke.mode == "smoke" and smoke.pick(3, 30, full=100) == 3
+    assert runtime.setup(device="cpu", smoke=False).pick(3, 30, full=100) == 30
+    with pytest.raises(ValueError, match="SMOKE and FULL"):
+        runtime.setup(seed=9, device="cpu", smoke=True, full=True)
+    assert runtime.seed() == 0 and runtime.mode() == "default"
+
+
 def test_bad_setup_changes_nothing(monkeypatch):
     monkeypatch.setattr(runtime, "_session", {"seed": 1, "device": torch.device("cpu"), "smoke": False})
     with pytest.raises(ValueError):
