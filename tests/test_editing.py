@@ -152,8 +152,8 @@ def test_mend_training_batch_gives_each_edit_its_own_loss_and_gradient(wlm, W):
     functional_call), and so do the editors' gradients; padding changes nothing."""
     import random
 
-    from torch.func import functional_call
     import torch.nn.functional as F
+    from torch.func import functional_call
 
     model, tok = wlm.model, wlm.tokenizer
     torch.manual_seed(0)
