@@ -3,8 +3,9 @@ the merging bench of notebook 05 and its panel call :func:`merge` and :func:`com
 
 Every method merges the trunks of the chosen tasks' fine-tuned models; each task keeps its own
 head. Hyper-parameters that the papers tune on validation data (λ of task arithmetic, TIES and
-DARE) are tuned here on the pool's *val* splits by :func:`select`, never on test. Fisher merging
-uses FusionBench's defaults (256 examples per task, Fishers normalised per model, eps 1e-6).
+DARE) are tuned here on the pool's *val* splits by :func:`select`, never on test. TSV-M keeps its
+paper's α = 1 (untuned). Fisher merging uses FusionBench's defaults (256 examples per task, Fishers
+normalised per model, eps 1e-6).
 """
 from __future__ import annotations
 
@@ -23,12 +24,13 @@ from lfmlab.reuse import (
     regmean,
     task_arithmetic,
     ties,
+    tsv,
 )
 from lfmlab.reuse.taskpool import TaskPool
 
 __all__ = ["METHODS", "EXTRA", "GRIDS", "Stats", "stats", "merge", "select", "compare", "Comparison"]
 
-METHODS = ("average", "task arithmetic", "TIES", "DARE", "Fisher", "RegMean", "AdaMerging")
+METHODS = ("average", "task arithmetic", "TIES", "DARE", "TSV-M", "Fisher", "RegMean", "AdaMerging")
 # AdaMerging with an extra class-balance term (not in the paper; see adamerging.marginal_entropy).
 EXTRA = ("AdaMerging+div",)
 # λ grids searched on val (1/n is added to task arithmetic's, so it can always pick the average).
@@ -72,7 +74,8 @@ def merge(pool: TaskPool, method: str, tasks: Sequence[str] | None = None, lam: 
           st: Stats | None = None, seed: int = 0, **kw) -> Merged:
     """Merge the trunks of ``tasks`` (default: all) with ``method`` (one of :data:`METHODS`).
 
-    ``lam``: the scaling λ of task arithmetic / TIES / DARE (and AdaMerging's initial λ).
+    ``lam``: the scaling λ of task arithmetic / TIES / DARE, TSV-M's α (default 1, the paper's),
+    and AdaMerging's initial λ.
     Other keyword arguments go to the method (e.g. ``density``, ``alpha``, ``steps``).
     Fisher and RegMean need ``st`` (from :func:`stats`); it is computed when missing.
     """
@@ -92,6 +95,8 @@ def merge(pool: TaskPool, method: str, tasks: Sequence[str] | None = None, lam: 
         return ties.ties_merging(pre, fts, kw.pop("density", 0.2), 1.0 if lam is None else lam, keys=keys, **kw)
     if method == "DARE":
         return dare.dare(pre, fts, kw.pop("density", 0.3), 0.3 if lam is None else lam, seed=seed, keys=keys, **kw)
+    if method == "TSV-M":
+        return tsv.tsv_merge(pre, fts, 1.0 if lam is None else lam, keys=keys, **kw)
     if method in ("Fisher", "RegMean"):
         st = st if st is not None and all(t in st.fishers for t in tasks) else stats(pool, tasks, seed=seed)
         if method == "Fisher":  # FusionBench's settings: per-model normalised Fishers, eps 1e-6

@@ -200,7 +200,7 @@ class MergeBenchPanel(Panel):
     lam = Float(0.3, min=0.0, max=2.0)
     tasks = Tuple()
 
-    USES_LAMBDA = ("task arithmetic", "TIES", "DARE", "AdaMerging", "AdaMerging+div")
+    USES_LAMBDA = ("task arithmetic", "TIES", "DARE", "TSV-M", "AdaMerging", "AdaMerging+div")
 
     def __init__(self, pool, stats=None, **kwargs):
         kwargs.setdefault("tasks", tuple(pool.tasks))
