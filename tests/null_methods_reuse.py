@@ -4,14 +4,18 @@
 * "BatchEnsemble sharing": four separate members (a deep ensemble's parameters);
 * "BatchEnsemble training": a BatchEnsemble that is never trained;
 * "uniform soup", "greedy soup": no merge, the ingredients' shared starting point (the probe);
+  "model stock": no update, model stock of two copies of that start; "SLERP": the chord (linear
+  interpolation) between the same aligned pair;
 * "LAWA": k = 1, the raw checkpoint of the same trajectory;
 * "task arithmetic": zero task vectors (the fine-tunes replaced by the pretrained trunk), swept
   over the notebook's λ grid; "negation": λ = 0; "negation λ chosen on val": the largest λ
   of the grid for every task, chosen on nothing;
 * "re-basin": the identity permutation; "Bezier curve": its control point left at the midpoint
-  (the straight line); "ZipIt": the identity matching, i.e. the naive average;
+  (the straight line); "ZipIt": the identity matching, i.e. the naive average; "OT fusion": the
+  identity transport (the naive average of the same four pairs);
 * each merge of the bench ("average", ..., "RegMean"): no merge, the pretrained trunk;
   "ensemble of fine-tunes": an ensemble of the pretrained trunk; "AdaMerging": learning rate 0;
+  "TSV-M decorrelation": none (TSV-C at the same α = 1);
 * "RegMean on shifted inputs": the uniform average of the same shifted pool, as measured in the
   recorded run (fine-tuning the 8 shifted tasks again here would add ~20 s for the same number);
 * "merge operators": an operator that returns the pretrained trunk; "panel": the merging
@@ -36,7 +40,7 @@ TASKS = ["digits5-9", "parity", "greater4", "prime", "mod3", "mod4", "mod5", "re
 LAYERS = ["features.0", "features.2", "head"]
 
 
-def _digits_nulls(data) -> dict[str, dict[str, float]]:
+def _digits_nulls(data, recorded: dict[str, float]) -> dict[str, dict[str, float]]:
     from lfmlab import zoo
     from lfmlab.core.state import state_of, with_state
     from lfmlab.reuse import (
@@ -45,6 +49,10 @@ def _digits_nulls(data) -> dict[str, dict[str, float]]:
         ensemble,
         interpolate,
         lawa,
+        model_stock,
+        otfusion,
+        rebasin,
+        slerp,
         soups,
     )
     from lfmlab.zoo.digits import accuracy, build, parameter_count
@@ -62,6 +70,11 @@ def _digits_nulls(data) -> dict[str, dict[str, float]]:
     start = accuracy(template, soup_data["test"].x, soup_data["test"].y)
     out["uniform soup"] = {"soups/uniform test": start}
     out["greedy soup"] = {"soups/greedy test": start}
+    w0 = state_of(template)
+    stock = accuracy(with_state(template, model_stock.model_stock(w0, [w0, w0]).state), soup_data["test"].x,
+                     soup_data["test"].y)
+    out["model stock"] = {"model stock/share of the soup's gain":
+                          (stock - start) / (recorded["soups/uniform test"] - start)}
 
     run_model = build("digits-mlp-0", seed=SEED)
     traj = lawa.train_trajectory(run_model, data.train, epochs=12, lr=0.08, seed=SEED)
@@ -81,13 +94,20 @@ def _digits_nulls(data) -> dict[str, dict[str, float]]:
     out["Bezier curve"] = {"Bezier/barrier ÷ line": bent.loss_barrier / line.loss_barrier}
     naive = accuracy(with_state(mlps[names[0]], interpolate.lerp(a, b, 0.5)), data.test.x, data.test.y)
     out["ZipIt"] = {"ZipIt/all layers": naive}
+    spec = rebasin.mlp_spec(LAYERS)
+    aligned = rebasin.weight_matching(spec, a, b, seed=SEED).state
+    chord = interpolate.path_states(a, aligned, torch.linspace(0, 1, 13))
+    out["SLERP"] = {"SLERP/lowest norm ratio": float(slerp.norm_ratio(chord, a, aligned).min())}
+    same = [accuracy(with_state(mlps[names[0]], otfusion.otfusion(a, state_of(mlps[n]), LAYERS, identity=True).state),
+                     data.test.x, data.test.y) for n in names[1:]]
+    out["OT fusion"] = {"OT fusion/exact": float(np.mean(same))}
     return out
 
 
 def _pool_nulls(recorded: dict[str, float]) -> dict[str, dict[str, float]]:
     from lfmlab import zoo
     from lfmlab.core.state import same_state
-    from lfmlab.reuse import adamerging, interpolate, task_arithmetic, taskpool, ties
+    from lfmlab.reuse import adamerging, interpolate, task_arithmetic, taskpool, ties, tsv
     from lfmlab.ui.merging import MergeBenchPanel
 
     pool = taskpool.finetune_tasks(zoo.load("digits-backbone").model, TASKS, epochs=6, seed=SEED, progress=False)
@@ -118,6 +138,9 @@ def _pool_nulls(recorded: dict[str, float]) -> dict[str, dict[str, float]]:
                                 pool.trunk_keys, init=0.3, steps=80, lr=0.0, seed=SEED).info["entropy"]
     w = max(1, len(ada) // 10)
     out["AdaMerging"] = {"AdaMerging/entropy drop": 1 - float(ada[-w:].mean() / ada[:w].mean())}
+    tsv_c = tsv.tsv_merge(pre, pool.trunks(), alpha=1.0, decorrelate=False, keys=pool.trunk_keys).state
+    out["TSV-M decorrelation"] = {"TSV-M/α = 1": float(np.mean(list(pool.accuracy(
+        {k: tsv_c[k] for k in pool.trunk_keys}).values())))}
     out["RegMean on shifted inputs"] = {"shifted/RegMean": recorded["shifted/average"]}
 
     same = pool.trunk(TASKS[0])
@@ -146,7 +169,7 @@ def null_measured() -> dict[str, dict[str, float]]:
 
     runtime.setup(seed=SEED, device="cpu", smoke=True)
     recorded = json.loads((ROOT / "tests" / "data" / "measured" / f"{NOTEBOOK}.seed0.json").read_text())
-    out = _digits_nulls(digits.load())
+    out = _digits_nulls(digits.load(), recorded)
     out.update(_pool_nulls(recorded))
     return out
 

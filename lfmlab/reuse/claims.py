@@ -5,12 +5,15 @@ Every claim compares a method with what it would measure if it did nothing, so t
 
 * the logit ensemble -> its best member alone; BatchEnsemble's sharing -> four separate members;
   BatchEnsemble's training -> no training;
-* a soup (uniform or greedy) -> no merge: the ingredients' shared starting point;
+* a soup (uniform or greedy) -> no merge: the ingredients' shared starting point; model stock ->
+  no update (two copies of the start); SLERP -> the chord (linear interpolation);
 * LAWA -> k = 1 (the raw checkpoint); task arithmetic and negation -> λ = 0 (zero task
   vectors); negation's λ chosen on val -> the largest λ on the grid, chosen on nothing;
 * re-basin -> the identity permutation; the Bezier curve -> an untrained control point (the
-  straight line); ZipIt -> the identity matching (the naive average);
-* each merge of the benchmark -> no merge (the pretrained trunk); RegMean on shifted inputs ->
+  straight line); ZipIt -> the identity matching (the naive average); OT fusion -> the identity
+  transport (the naive average again);
+* each merge of the benchmark -> no merge (the pretrained trunk); TSV-M's decorrelation -> none
+  (TSV-C, the compressed task matrices summed); RegMean on shifted inputs ->
   the uniform average; AdaMerging -> coefficients that never move (learning rate 0);
 * the merge operators on identical models -> an operator that returns the pretrained trunk;
 * the bench's refusal -> a bench without its input check.
@@ -23,7 +26,7 @@ from __future__ import annotations
 
 from lfmlab.claims import Claim
 
-MERGES = ("average", "task arithmetic", "TIES", "DARE", "Fisher", "RegMean")
+MERGES = ("average", "task arithmetic", "TIES", "DARE", "TSV-M", "Fisher", "RegMean")
 
 
 CLAIMS: list[Claim] = [
@@ -41,6 +44,8 @@ CLAIMS: list[Claim] = [
     # greedy minus the best-on-val ingredient, on test: -0.006 to +0.003 over seeds 0-4
     Claim("greedy soup (chosen on val) ≥ the best-on-val ingredient − 0.01, on test", "soups/greedy test", ">=",
           lambda m: m["soups/best-on-val ingredient test"] - 0.01, about=("greedy soup",), fmt=".3f"),
+    Claim("model stock: 2 fine-tunes recover ≥ 80% of the soup-of-all's gain over their start (test)",
+          "model stock/share of the soup's gain", ">=", 0.8, about=("model stock",)),
     # LAWA's lead over the raw checkpoints: +0.004 to +0.033 over seeds 0-4; k = 1 (the null) is +0
     Claim("LAWA (k = 5): second-half val accuracy above the raw checkpoints' (+0.002)",
           "LAWA/second-half val accuracy", ">=", lambda m: m["LAWA/raw second-half val accuracy"] + 0.002,
@@ -51,6 +56,8 @@ CLAIMS: list[Claim] = [
           about=("negation",), fmt=".3f"),
     Claim("negation: λ chosen on val keeps the control at ≥ 0.9 of its test accuracy",
           "negation/control kept", ">=", 0.9, about=("negation λ chosen on val",), fmt=".3f"),
+    Claim("TSV-M: decorrelation makes α = 1 work: TSV-M ≥ TSV-C (no decorrelation) + 0.1 (test)",
+          "TSV-M/α = 1", ">=", lambda m: m["TSV-C/α = 1"] + 0.1, about=("TSV-M decorrelation",), fmt=".4f"),
     # --- mode connectivity --------------------------------------------------------------------
     Claim("re-basin removes > 50% of the loss barrier (every pair)", "re-basin/smallest barrier cut", ">", 0.5,
           about=("re-basin",)),
@@ -61,6 +68,13 @@ CLAIMS: list[Claim] = [
           lambda m: m["ZipIt/naive average"] + 0.1, about=("ZipIt",), fmt=".3f"),
     Claim("ZipIt (all layers) comes within 0.02 of re-basin + average", "ZipIt/all layers", ">=",
           lambda m: m["ZipIt/weight matching average"] - 0.02, about=("ZipIt",), fmt=".3f"),
+    Claim("SLERP keeps the tensors' norm along the path (lowest ≥ 0.98 of the endpoints')",
+          "SLERP/lowest norm ratio", ">=", 0.98, about=("SLERP",), fmt=".3f"),
+    # the zoo's MLPs are fixed: OT fusion 0.955 over the 4 pairs, naive 0.713, weight matching 0.958
+    Claim("OT fusion (exact) beats the naive average by ≥ 0.1 (mean of 4 pairs)", "OT fusion/exact", ">=",
+          lambda m: m["OT fusion/naive average"] + 0.1, about=("OT fusion",), fmt=".3f"),
+    Claim("OT fusion (exact) comes within 0.02 of re-basin + average (mean of 4 pairs)", "OT fusion/exact",
+          ">=", lambda m: m["OT fusion/weight matching average"] - 0.02, about=("OT fusion",), fmt=".3f"),
     Claim("soup of 5 MLPs: aligned by re-basin ≥ as trained + 0.2", "MLP soup/aligned", ">=",
           lambda m: m["MLP soup/as trained"] + 0.2, about=("re-basin",), fmt=".3f"),
     # --- the merging benchmark ----------------------------------------------------------------
@@ -69,6 +83,8 @@ CLAIMS: list[Claim] = [
     Claim("average, task arithmetic, RegMean: each recovers ≥ 25% of the fine-tuning gain",
           lambda m: min(m[f"bench/recovered/{n}"] for n in ("average", "task arithmetic", "RegMean")), ">=", 0.25,
           about=("average", "task arithmetic", "RegMean")),
+    Claim("TSV-M (α = 1, untuned) ≥ task arithmetic (λ chosen on val) + 0.003 (test, 8 tasks)", "bench/TSV-M",
+          ">=", lambda m: m["bench/task arithmetic"] + 0.003, about=("TSV-M",), fmt=".4f"),
     Claim("output ensemble of the fine-tunes ≥ the uniform weight average − 0.005", "bench/ensemble", ">=",
           lambda m: m["bench/average"] - 0.005, about=("ensemble of fine-tunes",), fmt=".4f"),
     # 12-16% over seeds 0-4 (mean of the last tenth of the steps against the first tenth)
