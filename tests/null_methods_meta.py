@@ -9,7 +9,9 @@
 * "task zoo": models trained for 0 steps (computed here);
 * "vmap meta-gradient": the first-order (FOMAML) meta-gradient against the exact loop; "vmap":
   the loop timed against itself (both computed here on the notebook's 256 sinusoid tasks);
-* "panels": both panels without their input checks (computed here).
+* "panels": both panels without their input checks (computed here);
+* "in-context learning": the transformer never meta-trained, read with K examples in its context
+  against none, on the notebook's smoke test tasks (computed here).
 """
 from __future__ import annotations
 
@@ -55,6 +57,10 @@ def _sine_nulls() -> dict[str, dict[str, float]]:
     out["MAML"] = {"sine/MAML/MSE, 1 step": one}
     out["FOMAML"] = {"sine/FOMAML/MSE, 1 step": one}
     out["Reptile"] = {"sine/Reptile/MSE, 10 steps": ten}
+    from lfmlab.meta import icl
+
+    mse_k = icl.curve(icl.model(max_points=K_SHOT + 1, seed=SEED), test, [0, K_SHOT]).mean(1)
+    out["in-context learning"] = {"in-context/MSE after K examples ÷ after none": float(mse_k[1] / mse_k[0])}
     return out
 
 

@@ -5,7 +5,8 @@ method** fails it (``tests/null_methods_meta.py``):
 
 * MAML, FOMAML, Reptile, ANIL, the DFML baselines, PURER and BiDf-MKD -> zero outer steps:
   the starting initialisation, adapted the same way (the notebook's "random init" rows measure exactly that);
-* ProtoNet -> its embedding never trained; the task zoo -> models never trained;
+* ProtoNet -> its embedding never trained; the task zoo -> models never trained; in-context
+  learning -> the transformer never meta-trained;
 * the vmapped exact meta-gradient -> a first-order one (the Hessian term dropped);
 * the vmap speed-up -> the loop timed against itself; the panels -> panels without checks.
 
@@ -53,6 +54,8 @@ CLAIMS: list[Claim] = [
     Claim("sinusoid: Reptile's 10-step MSE ≥ 1.8× lower than the pretrained baseline's",
           _ratio("sine/pretrained/MSE, 10 steps", "sine/Reptile/MSE, 10 steps"), ">=", 1.8, about=("Reptile",),
           fmt=".2f"),
+    Claim("in-context learning: MSE after K examples in context ≤ 0.7 × with none (no weight update)",
+          "in-context/MSE after K examples ÷ after none", "<=", 0.7, about=("in-context learning",), fmt=".2f"),
     Claim("panels: bad input is refused and the last result kept", "panels/refused bad input", ">=", 1.0,
           about=("panels",)),
     # smoke CI low 0.049-0.205

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from lfmlab.core.registry import MethodInfo
-from lfmlab.meta import anil, bidf_mkd, dfml, maml, protonet, purer
+from lfmlab.meta import anil, bidf_mkd, dfml, icl, maml, protonet, purer
 
 __all__ = ["METHODS"]
 
@@ -16,6 +16,8 @@ METHODS: dict[str, MethodInfo] = {m.name: m for m in [
                maml.MetaResult, _NB, maml.MAMLConfig, {"algorithm": "fomaml"}),
     MethodInfo("Reptile", "move the initialisation towards each task's adapted weights", "Nichol et al. 2018",
                "§5.1", maml.meta_train, maml.MetaResult, _NB, maml.MAMLConfig, {"algorithm": "reptile"}),
+    MethodInfo("in-context learning", "a transformer meta-trained on (x, y) sequences learns a new task in its context",
+               "Garg et al. 2022", "§5.1", icl.meta_train, icl.ICLResult, _NB, icl.ICLConfig),
     MethodInfo("ANIL", "MAML that adapts the head only", "Raghu et al. 2020", "§5.1", anil.meta_train,
                maml.MetaResult, _NB, maml.MAMLConfig),
     MethodInfo("ProtoNet", "classify by the nearest class mean in a learned embedding", "Snell et al. 2017", "§5.1",

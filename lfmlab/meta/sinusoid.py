@@ -55,6 +55,14 @@ class SineTasks:
         return SineTasks(*(t[item] for t in (self.support_x, self.support_y, self.query_x, self.query_y,
                                              self.amplitude, self.phase)))
 
+    def shots(self, k: int) -> "SineTasks":
+        """The same tasks with only their first k support points (the query sets unchanged)."""
+        if not 0 <= int(k) <= self.support_x.shape[1]:
+            raise ValueError(f"k = {k}: these tasks have {self.support_x.shape[1]} support points")
+        k = int(k)
+        return SineTasks(self.support_x[:, :k], self.support_y[:, :k], self.query_x, self.query_y,
+                         self.amplitude, self.phase)
+
     def curve(self, x: torch.Tensor) -> torch.Tensor:
         """The true curves at x [N] or [N, 1]: [T, N, 1]."""
         return truth(self.amplitude, self.phase, x.reshape(1, -1, 1))
