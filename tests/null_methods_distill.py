@@ -8,6 +8,7 @@
 * "Fast (meta-learned generator)": learning rate 0 and ε = 0, the untrained synthesiser's images;
 * "Fast meta-init": ε = 0 on both sides of the notebook's comparison (same images and inner steps);
 * "ADI competition": α_c = 0 on both sides (DeepInversion in rounds against itself);
+* "FitNets hint", "RKD": their weights at 0, i.e. logit KD on the same few real images (computed here);
 * "DeepInversion BN term": BN weight 0, i.e. the DeepDream prior, as the recorded run measured it;
 * "LM student": the same student and training on as many texts of random tokens;
 * "panel": a distillation panel that takes any weight silently (a negative one as 0).
@@ -27,6 +28,7 @@ NOTEBOOK = "04_model_distillation"
 SEED = 0
 STUDENT_STEPS, PER_CLASS, ITERATIONS, FAST_ROUNDS = 60, 8, 40, 3      # the notebook's smoke sizes
 LM_TEXTS, LM_EPOCHS, SYNTH_STEPS = 400, 3, 30
+FEATURE_PER_CLASS, FEATURE_STEPS = 10, 600                                # FitNets / RKD (every run length)
 
 
 def null_measured() -> dict[str, dict[str, float]]:
@@ -81,6 +83,22 @@ def null_measured() -> dict[str, dict[str, float]]:
     out["ADI competition"] = {
         "ADI/disagreement vs α_c = 0": float(a.history["disagreement"].mean() / b.history["disagreement"].mean()),
         "Adaptive DeepInversion/accuracy": a.accuracy, "DeepInversion in rounds (α_c = 0)/accuracy": b.accuracy}
+    # FitNets' hint and RKD -> weight 0: logit KD on the notebook's few real images (same draws)
+    from lfmlab.distill import features
+
+    def few_real(g):
+        rows = [torch.nonzero(d.train.y == c).flatten() for c in range(10)]
+        return d.train.x[torch.cat([r[torch.randperm(len(r), generator=g)[:FEATURE_PER_CLASS]] for r in rows])]
+
+    g = gen()
+    x_seen = few_real(g)
+    plain = features.feature_kd(teacher, student, x_seen, features.FeatureKDConfig(
+        steps=FEATURE_STEPS, batch_size=10 * FEATURE_PER_CLASS), test, generator=g, show=False)
+    with torch.no_grad():
+        t_emb, s_emb = teacher.features(x_seen), plain.student.features(x_seen)
+        rel = float(features.rkd_distance(t_emb, s_emb) + features.rkd_angle(t_emb, s_emb))
+    out["FitNets hint"] = {"FitNets hint + KD, few real images/accuracy": plain.accuracy}
+    out["RKD"] = {"RKD + KD, few real images/accuracy": plain.accuracy, "RKD/seen relation loss ÷ KD's": rel / rel}
     out["DeepInversion BN term"] = {
         "DeepInversion/accuracy": recorded["DeepDream prior (DI without BN)/accuracy"],
         "DeepInversion/std": recorded["DeepDream prior (DI without BN)/std"]}

@@ -3,7 +3,7 @@ distillation panel reads it."""
 from __future__ import annotations
 
 from lfmlab.core.registry import MethodInfo
-from lfmlab.distill import adaptive_di, adversarial, dafl, deepinversion, fast, kd, lm, zskd
+from lfmlab.distill import adaptive_di, adversarial, dafl, deepinversion, fast, features, kd, lm, zskd
 from lfmlab.distill.common import DistillResult
 
 __all__ = ["METHODS"]
@@ -20,6 +20,10 @@ def _row(name, summary, paper, run, config, section="§3.1", result=DistillResul
 METHODS: dict[str, MethodInfo] = {m.name: m for m in [
     _row("KD on real data", "match the teacher's softened logits on the training images", "Hinton et al. 2015",
          kd.kd_real, kd.KDConfig, "§3"),
+    _row("FitNets hint", "KD plus a hint: the student's middle features, regressed, match the teacher's",
+         "Romero et al. 2015", features.feature_kd, features.FeatureKDConfig, "§3"),
+    _row("RKD", "KD plus the teacher's distances and angles between the examples of a batch",
+         "Park et al. 2019", features.feature_kd, features.FeatureKDConfig, "§3"),
     _row("KD on Gaussian noise", "the same on Gaussian noise: the floor every data-free method must beat",
          "(baseline)", kd.kd_noise, kd.KDConfig),
     _row("DeepDream prior (DI without BN)", "images the teacher labels, by gradient ascent on the class score",
