@@ -101,7 +101,9 @@ def tsv_merge(pretrained: Mapping[str, torch.Tensor], finetuned: Sequence[Mappin
         deltas = [ft[key] - pretrained[key] for ft in finetuned]
         if pretrained[key].dim() == 2:
             delta, info = merge_layer(deltas, share, decorrelate)
-            sti_before, sti_after, ranks[key] = sti_before + info["STI before"], sti_after + info["STI after"], info["k"]
+            sti_before += info["STI before"]
+            sti_after += info["STI after"]
+            ranks[key] = info["k"]
         else:
             delta = torch.stack(deltas).mean(0)
         out[key] = pretrained[key] + alpha * delta
