@@ -36,23 +36,24 @@ def test_hint_loss_is_half_the_squared_error_after_the_regressor():
     with torch.no_grad():
         conv.weight.copy_(torch.eye(3).reshape(3, 3, 1, 1))
     u = torch.randn(4, 3, 2, 2)
-    assert float(features.hint_loss(u, u, conv)) == pytest.approx(0.0)
-    assert float(features.hint_loss(u + 1.0, u, conv)) == pytest.approx(0.5 * 12)
+    with torch.no_grad():
+        assert float(features.hint_loss(u, u, conv)) == pytest.approx(0.0)
+        assert float(features.hint_loss(u + 1.0, u, conv)) == pytest.approx(0.5 * 12)
 
 
 def test_feature_kd_trains_every_term_and_leaves_the_models_alone():
     d = digits.load("cpu")
     teacher, student = zoo.load("digits-teacher").model.eval(), zoo.load("digits-student").model
     before = {k: v.clone() for k, v in student.state_dict().items()}
-    cfg = features.FeatureKDConfig(steps=40, batch_size=32, hint=1.0, rkd_distance=25.0, rkd_angle=50.0,
-                                   eval_every=20)
+    cfg = features.FeatureKDConfig(steps=60, batch_size=32, hint=0.1, rkd_distance=25.0, rkd_angle=50.0,
+                                   eval_every=30)
     r = features.feature_kd(teacher, student, d.train.x[:256], cfg, (d.test.x, d.test.y),
                             generator=torch.Generator().manual_seed(0), show=False)
     assert set(r.history) == {"kd", "hint", "rkd distance", "rkd angle"}
     for name, h in r.history.items():
         assert h[-10:].mean() < h[:10].mean(), name
     assert all(torch.equal(before[k], v) for k, v in student.state_dict().items())
-    assert r.accuracy > 0.3 and len(r.curve_accuracy) == 2
+    assert r.accuracy > 0.3 and len(r.curve_accuracy) == 2          # untrained: about 0.1
 
 
 def test_feature_kd_refuses_bad_weights_and_unknown_layers():
