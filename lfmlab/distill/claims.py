@@ -39,13 +39,13 @@ CLAIMS: list[Claim] = [
     Claim("ADI: the teacher-student disagreement (JS) on each round's images is ≥ 1.15× that of "
           "DeepInversion in rounds (α_c = 0)", "ADI/disagreement vs α_c = 0", ">=", 1.15,
           about=("ADI competition",), fmt=".2f"),
-    # hint − logit KD on the same 100 real images: +0.3 to +4.2 points over seeds 0-4 (never below);
+    # hint − logit KD on the same 100 real images: +0.28 to +3.06 points over seeds 0-4 (never below);
     # the null (β = 0) is the KD run itself, equal to the last digit
     Claim("FitNets: hint + KD beats logit KD on the same 100 real images (test)",
           "FitNets hint + KD, few real images/accuracy", ">", "KD, few real images/accuracy",
           about=("FitNets hint",), fmt=".4f"),
-    # RKD's accuracy against logit KD: -1.4 to +2.2 points over seeds 0-4, and its relations on
-    # held-out images are no closer to the teacher's than logit KD's (1.05 at seed 0): no claim on
+    # RKD's accuracy against logit KD: -3.9 to +3.1 points over seeds 0-4, and its relations on
+    # held-out images are no closer to the teacher's than logit KD's (0.93-1.05): no claim on
     # either. What it does: it transfers the relations of the images it learns from.
     Claim("RKD: on its own 100 images the student's distances and angles are ≤ 0.5× as far from the "
           "teacher's as logit KD's", "RKD/seen relation loss ÷ KD's", "<=", 0.5, about=("RKD",), fmt=".2f"),
