@@ -47,9 +47,10 @@ CLAIMS: list[Claim] = [
     # 0.929-0.976 over seeds 0-4 (mean over the disjoint pairs); no update (the null) is 0
     Claim("model stock: 2 fine-tunes recover ≥ 80% of the soup-of-all's gain over their start (test)",
           "model stock/share of the soup's gain", ">=", 0.8, about=("model stock",)),
-    # LAWA's lead over the raw checkpoints: +0.004 to +0.033 over seeds 0-4; k = 1 (the null) is +0
-    Claim("LAWA (k = 5): second-half val accuracy above the raw checkpoints' (+0.002)",
-          "LAWA/second-half val accuracy", ">=", lambda m: m["LAWA/raw second-half val accuracy"] + 0.002,
+    # LAWA's lead over epochs 7-12: +0.004 to +0.033 over seeds 0-4 (smoke); those epochs are trained
+    # identically in every run length (the default's last epochs, settled, differ by < 0.003); k = 1 is +0
+    Claim("LAWA (k = 5): val accuracy over epochs 7-12 above the raw checkpoints' (+0.002)",
+          "LAWA/epochs 7-12 val accuracy", ">=", lambda m: m["LAWA/raw epochs 7-12 val accuracy"] + 0.002,
           about=("LAWA",), fmt=".4f"),
     Claim("task arithmetic: the val-chosen λ beats both ends of the sweep by ≥ 0.01 (test)",
           "task arithmetic/sweep margin", ">=", 0.01, about=("task arithmetic",), fmt=".3f"),
