@@ -33,6 +33,7 @@ import torch
 
 from lfmlab import validate
 from lfmlab.core.state import StateDict
+from lfmlab.reuse.zipit import hidden_features
 
 __all__ = ["exact_transport", "sinkhorn", "otfusion", "Fused"]
 
@@ -84,14 +85,6 @@ class Fused:
     seconds: float
 
 
-def _hidden(state: Mapping[str, torch.Tensor], layers: Sequence[str], x: torch.Tensor) -> list[torch.Tensor]:
-    h, out = x.flatten(1), []
-    for name in layers[:-1]:
-        h = torch.relu(h @ state[f"{name}.weight"].T + state[f"{name}.bias"])
-        out.append(h)
-    return out
-
-
 def otfusion(state_a: Mapping[str, torch.Tensor], state_b: Mapping[str, torch.Tensor], layers: Sequence[str],
              solver: Literal["exact", "sinkhorn"] = "exact", eps: float = 0.05, cost: str = "weights",
              x: torch.Tensor | None = None, weight_b: float = 0.5, identity: bool = False) -> Fused:
@@ -115,7 +108,7 @@ def otfusion(state_a: Mapping[str, torch.Tensor], state_b: Mapping[str, torch.Te
         for p in ("weight", "bias"):
             if f"{name}.{p}" not in state_a or f"{name}.{p}" not in state_b:
                 raise KeyError(f"{name}.{p} is missing from one of the models; layers must name linear layers")
-    acts = (_hidden(state_a, layers, x), _hidden(state_b, layers, x)) if cost == "activations" else None
+    acts = (hidden_features(state_a, layers, x), hidden_features(state_b, layers, x)) if cost == "activations" else None
     out = {k: v.clone() for k, v in state_a.items()}
     plans: list[torch.Tensor] = []
     carry = None                                                   # T^(l-1) diag(1/α^(l-1)) [m_{l-1}, n_{l-1}]

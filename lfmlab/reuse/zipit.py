@@ -27,7 +27,7 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
-__all__ = ["zip_matrices", "ZippedMLP", "Zipped", "zipit"]
+__all__ = ["zip_matrices", "ZippedMLP", "Zipped", "zipit", "hidden_features"]
 
 
 def zip_matrices(za: torch.Tensor, zb: torch.Tensor, within: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
@@ -117,7 +117,7 @@ class Zipped:
     seconds: float
 
 
-def _hidden(state: Mapping[str, torch.Tensor], layers: Sequence[str], x: torch.Tensor) -> list[torch.Tensor]:
+def hidden_features(state: Mapping[str, torch.Tensor], layers: Sequence[str], x: torch.Tensor) -> list[torch.Tensor]:
     """The post-ReLU features [N, n_l] of every hidden layer of the MLP ``state``."""
     h, out = x.flatten(1), []
     for name in layers[:-1]:
@@ -143,7 +143,7 @@ def zipit(state_a: Mapping[str, torch.Tensor], state_b: Mapping[str, torch.Tenso
     W = {s: [state[f"{n}.weight"] for n in layers] for s, state in (("a", state_a), ("b", state_b))}
     B = {s: [state[f"{n}.bias"] for n in layers] for s, state in (("a", state_a), ("b", state_b))}
     with torch.no_grad():
-        za, zb = _hidden(state_a, layers, x), _hidden(state_b, layers, x)
+        za, zb = hidden_features(state_a, layers, x), hidden_features(state_b, layers, x)
         shared: list[nn.Linear] = []
         unmerge: torch.Tensor | None = None                                  # U_{l-1} [2n_{l-1}, n_{l-1}]
         for i in range(k):
