@@ -26,6 +26,7 @@ dimension; a 3-layer, 64-wide model instead of GPT-2's 12 layers.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import dataclass
 from typing import Sequence
@@ -112,7 +113,7 @@ def meta_train(net: ICLTransformer, config: ICLConfig | None = None, generator: 
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     total = max(cfg.steps, 1)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(cfg.warmup, 1)) * 0.5 * (
-        1 + torch.cos(torch.tensor(torch.pi * min(s, total) / total)).item()))
+        1 + math.cos(math.pi * min(s, total) / total)))
     losses = torch.zeros(cfg.steps, device=dev)
     start = time.perf_counter()
     for step in progress(range(cfg.steps), desc=desc):
