@@ -26,7 +26,6 @@ dimension; a 3-layer, 64-wide model instead of GPT-2's 12 layers.
 from __future__ import annotations
 
 import copy
-import math
 import time
 from dataclasses import dataclass
 from typing import Sequence
@@ -36,6 +35,7 @@ from torch import nn
 
 from lfmlab import runtime, validate
 from lfmlab.core.params import device_of
+from lfmlab.core.schedules import cosine
 from lfmlab.meta import sinusoid
 from lfmlab.progress import progress
 
@@ -87,7 +87,7 @@ class ICLConfig:
     tasks: int = 64            # sequences (tasks) per step
     points: int = 20           # (x, y) pairs per sequence: context lengths 0 .. points - 1
     lr: float = 1e-3
-    warmup: int = 100          # linear warm-up steps, then cosine to 0
+    warmup: int = 100          # linear warm-up steps, then cosine to 0 (core.schedules.cosine)
 
 
 @dataclass
@@ -111,9 +111,7 @@ def meta_train(net: ICLTransformer, config: ICLConfig | None = None, generator: 
     net = copy.deepcopy(net).train()
     dev = device_of(net)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-    total = max(cfg.steps, 1)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(cfg.warmup, 1)) * 0.5 * (
-        1 + math.cos(math.pi * min(s, total) / total)))
+    sched = cosine(opt, max(cfg.steps, 1), warmup=min(cfg.warmup, max(cfg.steps - 1, 0)))
     losses = torch.zeros(cfg.steps, device=dev)
     start = time.perf_counter()
     for step in progress(range(cfg.steps), desc=desc):
