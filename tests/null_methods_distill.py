@@ -11,6 +11,8 @@
 * "FitNets hint", "RKD": their weights at 0, i.e. logit KD on the same few real images (computed here);
 * "DeepInversion BN term": BN weight 0, i.e. the DeepDream prior, as the recorded run measured it;
 * "LM student": the same student and training on as many texts of random tokens;
+* "GKD", "GKD reverse KL": the cut-down world-lm student left undistilled (no update), on both
+  sides of the entropy comparison;
 * "panel": a distillation panel that takes any weight silently (a negative one as 0).
 """
 from __future__ import annotations
@@ -116,6 +118,22 @@ def null_measured() -> dict[str, dict[str, float]]:
     noise_student, tok = lm.build_student(texts, cfg)
     lm.train_student(noise_student, tok, texts, cfg, torch.device("cpu"), show=False)
     out["LM student"] = {"LM/student recall": world.recall(noise_student, tok, facts, world=w)}
+
+    # GKD -> no update: the cut-down student as it starts, on the notebook's held-out subjects
+    from lfmlab.distill import gkd
+
+    lm_card = zoo.load("world-lm")
+    all_facts = w.facts_of(split="train")
+    subjects = sorted({f.subject for f in all_facts})
+    order = torch.randperm(len(subjects), generator=torch.Generator().manual_seed(SEED)).tolist()
+    taught = {subjects[i] for i in order[:len(subjects) // 2]}
+    other = [w.prompt(f.subject, f.relation) for f in all_facts if f.subject not in taught]
+    small = gkd.shrink(lm_card.model)
+    before = gkd.agreement(small, lm_card.model, lm_card.tokenizer, other)
+    ent = [gkd.on_policy_gap(small, lm_card.model, lm_card.tokenizer, other, seed=SEED)["entropy"]
+           for _ in range(2)]                                    # β = 0 and β = 1, both not trained
+    out["GKD"] = {"GKD/agreement gain over the undistilled student": before - before}
+    out["GKD reverse KL"] = {"GKD/entropy forward − reverse KL": ent[0] - ent[1]}
 
     class NoCheckPanel(DistillPanel):  # the null: takes any weight, silently (negative ones as 0)
         def check(self):

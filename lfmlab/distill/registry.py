@@ -3,7 +3,7 @@ distillation panel reads it."""
 from __future__ import annotations
 
 from lfmlab.core.registry import MethodInfo
-from lfmlab.distill import adaptive_di, adversarial, dafl, deepinversion, fast, features, kd, lm, zskd
+from lfmlab.distill import adaptive_di, adversarial, dafl, deepinversion, fast, features, gkd, kd, lm, zskd
 from lfmlab.distill.common import DistillResult
 
 __all__ = ["METHODS"]
@@ -44,4 +44,6 @@ METHODS: dict[str, MethodInfo] = {m.name: m for m in [
          "Fang et al. 2022", fast.fast_dfkd, fast.FastConfig, "§3.2", module=fast),
     _row("LM distillation", "a small LM trained on text sampled from a black-box teacher LM", "(sequence-level KD)",
          lm.distill_lm, lm.LMDistillConfig, "§3", lm.LMDistillResult),
+    _row("GKD", "token-level KD of an LM on a λ share of its own samples, with a generalised JSD (β)",
+         "Agarwal et al. 2024", gkd.gkd, gkd.GKDConfig, "§3", gkd.GKDResult),
 ]}
