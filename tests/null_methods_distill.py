@@ -3,7 +3,7 @@
 * "KD on real data": the student left at its initialisation;
 * "DeepInversion", "DeepDream prior (DI without BN)", "ZSKD (data impressions)": 0 pixel steps,
   so the student is distilled on the starting noise images;
-* "DAFL", "ZSKT (KL)", "DFAD (L1)": the generator left untrained (its learning rate 0), the
+* "DAFL", "NAYER", "ZSKT (KL)", "DFAD (L1)": the generator left untrained (its learning rate 0), the
   student trained on its samples as usual;
 * "Fast (meta-learned generator)": learning rate 0 and ε = 0, the untrained synthesiser's images;
 * "Fast meta-init": ε = 0 on both sides of the notebook's comparison (same images and inner steps);
@@ -63,6 +63,12 @@ def null_measured() -> dict[str, dict[str, float]]:
     zs_cfg.inversion.steps = 0
     acc("ZSKD (data impressions)", zskd.zskd(teacher, student, zs_cfg, test, gen()))
     acc("DAFL", dafl.dafl(teacher, student, dafl.DAFLConfig(iterations=ITERATIONS, lr_g=0.0), test, gen()))
+    # NAYER -> its generator (and noisy layers) untrained, the notebook's smoke budget and class names
+    from lfmlab.distill import nayer
+
+    ny_cfg = nayer.NAYERConfig(rounds=4, per_round=20, g_steps=6, lr=0.0, kd=kd_cfg)
+    ny = nayer.nayer(teacher, student, ny_cfg, test, gen())
+    out["NAYER"] = {"NAYER/accuracy": ny.accuracy, "NAYER/accuracy at ≤ 1/5 of DeepInversion's passes": ny.accuracy}
     for kind, name in (("kl", "ZSKT (KL)"), ("l1", "DFAD (L1)")):
         cfg = adversarial.AdversarialConfig(kind=kind, iterations=4, student_steps=10, lr_g=0.0)
         acc(name, adversarial.zskt(teacher, student, cfg, test, gen()))

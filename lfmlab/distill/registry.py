@@ -3,7 +3,7 @@ distillation panel reads it."""
 from __future__ import annotations
 
 from lfmlab.core.registry import MethodInfo
-from lfmlab.distill import adaptive_di, adversarial, dafl, deepinversion, fast, features, gkd, kd, lm, zskd
+from lfmlab.distill import adaptive_di, adversarial, dafl, deepinversion, fast, features, gkd, kd, lm, nayer, zskd
 from lfmlab.distill.common import DistillResult
 
 __all__ = ["METHODS"]
@@ -36,6 +36,8 @@ METHODS: dict[str, MethodInfo] = {m.name: m for m in [
          "Nayak et al. 2019", zskd.zskd, zskd.ZSKDConfig, module=zskd),
     _row("DAFL", "a generator trained so the teacher is confident, active and class-balanced",
          "Chen et al. 2019", dafl.dafl, dafl.DAFLConfig, "§3.2", module=dafl),
+    _row("NAYER", "a generator fed the class names' text embeddings through a noisy layer re-drawn each round",
+         "Tran et al. 2024", nayer.nayer, nayer.NAYERConfig, "§3.2", module=nayer),
     _row("ZSKT (KL)", "a generator that seeks teacher-student disagreement (KL), adversarially",
          "Micaelli and Storkey 2019", adversarial.zskt, adversarial.AdversarialConfig, "§3.2", module=adversarial),
     _row("DFAD (L1)", "the same with an L1 discrepancy", "Fang et al. 2019", adversarial.dfad,

@@ -20,7 +20,7 @@ from traitlets import Float, Int, Unicode
 
 from lfmlab import distill
 from lfmlab.core.params import device_of, evaluating
-from lfmlab.distill import adversarial, dafl, deepinversion, fast, kd, zskd
+from lfmlab.distill import adversarial, dafl, deepinversion, fast, kd, nayer, zskd
 from lfmlab.distill.common import TERMS, DistillResult, Weights
 from lfmlab.ui.panel import BadInput, Panel
 
@@ -51,6 +51,13 @@ def _dafl(teacher, student, w, synth_steps, student_steps, test, g, cb) -> Disti
     return dafl.dafl(teacher, student, cfg, test, g, cb)
 
 
+def _nayer(teacher, student, w, synth_steps, student_steps, test, g, cb) -> DistillResult:
+    # 10 rounds of 30 images at a fifth of the pixel steps: a fifth of DeepInversion's teacher passes here
+    cfg = nayer.NAYERConfig(rounds=10, per_round=30, g_steps=max(synth_steps // 5, 1)).with_weights(w)
+    cfg.kd.steps = student_steps
+    return nayer.nayer(teacher, student, cfg, test, g, cb)
+
+
 def _adversarial(kind: str) -> Callable[..., DistillResult]:
     def run(teacher, student, w, synth_steps, student_steps, test, g, cb) -> DistillResult:
         cfg = adversarial.AdversarialConfig(kind=kind, iterations=max(student_steps // 10, 1),
@@ -72,6 +79,7 @@ RUNNERS: dict[str, Callable[..., DistillResult]] = {
     "DeepInversion": _di,
     "ZSKD (data impressions)": _zskd,
     "DAFL": _dafl,
+    "NAYER": _nayer,
     "ZSKT (KL)": _adversarial("kl"),
     "DFAD (L1)": _adversarial("l1"),
     "Fast (meta-learned generator)": _fast,
