@@ -18,6 +18,8 @@
   "TSV-M decorrelation": none (TSV-C at the same α = 1);
 * "RegMean on shifted inputs": the uniform average of the same shifted pool, as measured in the
   recorded run (fine-tuning the 8 shifted tasks again here would add ~20 s for the same number);
+* "LoraHub": no search, the uniform mix (w = 1/N) of the notebook's hub (trained here at the smoke
+  size); "LoraHub search": random search at the same budget on both sides;
 * "merge operators": an operator that returns the pretrained trunk; "panel": the merging
   bench without its input check.
 """
@@ -171,7 +173,38 @@ def null_measured() -> dict[str, dict[str, float]]:
     recorded = json.loads((ROOT / "tests" / "data" / "measured" / f"{NOTEBOOK}.seed0.json").read_text())
     out = _digits_nulls(digits.load(), recorded)
     out.update(_pool_nulls(recorded))
+    out.update(_lorahub_nulls())
     return out
+
+
+def _lorahub_nulls() -> dict[str, dict[str, float]]:
+    """The notebook's hub and examples at the smoke size; the search replaced by its nulls."""
+    import torch
+
+    from lfmlab import zoo
+    from lfmlab.core.lm import exact_match
+    from lfmlab.data import world
+    from lfmlab.reuse import lorahub
+
+    card = zoo.load("world-lm")
+    lm, tok, w = card.model, card.tokenizer, world.load()
+    hub_rel = ["capital", "continent", "language", "currency_code", "iso_code", "currency", "region_country"]
+
+    def qa(rel, facts):
+        return [f"Q: {w.question(f.subject, rel)} A:" for f in facts], [f.object for f in facts]
+
+    hub = [lorahub.train_module(lm, tok, *qa(rel, w.facts_of(rel, split="train")), steps=40, seed=100 * SEED + i)
+           for i, rel in enumerate(hub_rel)]
+    facts = w.facts_of("element_symbol", split="train")
+    order = torch.randperm(len(facts), generator=torch.Generator().manual_seed(SEED)).tolist()
+    few_p, few_t = qa("element_symbol", [facts[i] for i in order[:5]])
+    test_p, test_t = qa("element_symbol", [facts[i] for i in order[5:]])
+    uniform = exact_match(lorahub.mixed(lm, hub, [1 / len(hub)] * len(hub)), tok, test_p, test_t)
+    cfg = lorahub.LoraHubConfig(seed=SEED)
+    budget = 40 * 9                                  # CMA-ES's 40 generations of 4 + ⌊3 ln 7⌋ = 9
+    rand = exact_match(lorahub.random_search(lm, tok, hub, few_p, few_t, budget, cfg).model, tok, test_p, test_t)
+    return {"LoraHub": {"LoraHub/LoraHub (CMA-ES)": uniform},
+            "LoraHub search": {"LoraHub/LoraHub (CMA-ES)": rand, "LoraHub/random search, same budget": rand}}
 
 
 if __name__ == "__main__":

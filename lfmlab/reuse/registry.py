@@ -13,6 +13,7 @@ from lfmlab.reuse import (
     fisher,
     interpolate,
     lawa,
+    lorahub,
     model_stock,
     otfusion,
     rebasin,
@@ -70,4 +71,7 @@ METHODS: dict[str, MethodInfo] = {m.name: m for m in [
          "Ainsworth et al. 2023", "§4.2.4", rebasin.weight_matching, rebasin.Rebasin),
     _row("ZipIt!", "merge two models by matching features, also within one model", "Stoica et al. 2024", "§4.2.4",
          zipit.zipit, zipit.Zipped),
+    MethodInfo("LoraHub", "mix LoRA modules of other tasks with weights found by CMA-ES on a few examples",
+               "Huang et al. 2024", "§4", lorahub.lorahub, lorahub.LoraHubResult, _NB, lorahub.LoraHubConfig,
+               {"merge": None}),
 ]}

@@ -27,6 +27,8 @@ from typing import Sequence
 
 from torch import nn
 
+from lfmlab.core.params import count
+from lfmlab.tuning.train import Callback, TrainConfig, TuneResult, fit
 from lfmlab.zoo.lora import (  # noqa: F401  (the layer lives on the floor; re-exported here)
     LoRALinear,
     add_lora,
@@ -37,8 +39,6 @@ from lfmlab.zoo.lora import (  # noqa: F401  (the layer lives on the floor; re-e
     merged,
     unmerge,
 )
-from lfmlab.core.params import count
-from lfmlab.tuning.train import Callback, TrainConfig, TuneResult, fit
 
 __all__ = ["LoRALinear", "linear_targets", "add_lora", "lora_modules", "merge", "unmerge", "merged",
            "merge_and_unload", "lora"]
