@@ -173,11 +173,11 @@ def null_measured() -> dict[str, dict[str, float]]:
     recorded = json.loads((ROOT / "tests" / "data" / "measured" / f"{NOTEBOOK}.seed0.json").read_text())
     out = _digits_nulls(digits.load(), recorded)
     out.update(_pool_nulls(recorded))
-    out.update(_lorahub_nulls())
+    out.update(_lorahub_nulls(recorded))
     return out
 
 
-def _lorahub_nulls() -> dict[str, dict[str, float]]:
+def _lorahub_nulls(recorded: dict[str, float]) -> dict[str, dict[str, float]]:
     """The notebook's hub and examples at the smoke size; the search replaced by its nulls."""
     import torch
 
@@ -201,7 +201,7 @@ def _lorahub_nulls() -> dict[str, dict[str, float]]:
     test_p, test_t = qa("element_symbol", [facts[i] for i in order[5:]])
     uniform = exact_match(lorahub.mixed(lm, hub, [1 / len(hub)] * len(hub)), tok, test_p, test_t)
     cfg = lorahub.LoraHubConfig(seed=SEED)
-    budget = 40 * 9                                  # CMA-ES's 40 generations of 4 + ⌊3 ln 7⌋ = 9
+    budget = int(recorded["LoraHub/evaluations"])    # the recorded CMA-ES run's candidates (360)
     rand = exact_match(lorahub.random_search(lm, tok, hub, few_p, few_t, budget, cfg).model, tok, test_p, test_t)
     return {"LoraHub": {"LoraHub/LoraHub (CMA-ES)": uniform},
             "LoraHub search": {"LoraHub/LoraHub (CMA-ES)": rand, "LoraHub/random search, same budget": rand}}

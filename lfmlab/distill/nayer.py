@@ -116,7 +116,7 @@ class NoisyLayerGenerator(nn.Module):
 def class_text_embeddings(texts: tuple[str, ...] | list[str], device: torch.device | str | None = None) -> torch.Tensor:
     """MiniLM sentence embeddings [C, 384] of the class names (the shipped encoder; nothing downloads;
     computed once per list of names)."""
-    return _embeddings(tuple(texts)).to(device or "cpu")
+    return _embeddings(tuple(texts)).to(device or "cpu", copy=True)   # the cached tensor stays untouched
 
 
 @functools.lru_cache(maxsize=8)

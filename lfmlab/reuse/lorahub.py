@@ -121,6 +121,20 @@ def _check_hub(modules: Sequence[Module]) -> None:
                              "LoraHub mixes modules of one layout")
 
 
+def _hub_model(model: nn.Module, modules: Sequence[Module]) -> nn.Module:
+    """A LoRA-wrapped copy of ``model`` with the hub's layout (its rank), ready for :func:`compose`."""
+    _check_hub(modules)
+    return add_lora(model, rank=next(iter(modules[0].values()))[0].shape[0]).eval()
+
+
+def _search_setup(model: nn.Module, tokenizer: Tokenizer, modules: Sequence[Module], prompts: list[str],
+                  targets: list[str]):
+    """(hub model, the examples as one batch): what every candidate of a search is scored with."""
+    if not prompts or len(prompts) != len(targets):
+        raise ValueError("the search needs a few examples: as many targets as prompts, at least one")
+    return _hub_model(model, modules), pair_batch(tokenizer, prompts, targets, device_of(model))
+
+
 @torch.no_grad()
 def compose(hub_model: nn.Module, modules: Sequence[Module], weights) -> nn.Module:
     """Set every LoRA layer of ``hub_model`` (from :func:`add_lora`) to Â = Σ w_i A_i, B̂ = Σ w_i B_i
@@ -136,9 +150,7 @@ def compose(hub_model: nn.Module, modules: Sequence[Module], weights) -> nn.Modu
 
 def mixed(model: nn.Module, modules: Sequence[Module], weights) -> nn.Module:
     """A new plain model: ``model`` with the modules mixed by ``weights`` and merged in."""
-    _check_hub(modules)
-    rank = next(iter(modules[0].values()))[0].shape[0]
-    return merge_and_unload(compose(add_lora(model, rank=rank), modules, weights))
+    return merge_and_unload(compose(_hub_model(model, modules), modules, weights))
 
 
 def lorahub(model: nn.Module, tokenizer: Tokenizer, modules: Sequence[Module], prompts: list[str],
@@ -148,14 +160,8 @@ def lorahub(model: nn.Module, tokenizer: Tokenizer, modules: Sequence[Module], p
     import cma
 
     cfg = config or LoraHubConfig()
-    _check_hub(modules)
-    if not prompts or len(prompts) != len(targets):
-        raise ValueError("lorahub needs a few examples: as many targets as prompts, at least one")
+    hub, batch = _search_setup(model, tokenizer, modules, prompts, targets)
     n = len(modules)
-    dev = device_of(model)
-    rank = next(iter(modules[0].values()))[0].shape[0]
-    hub = add_lora(model, rank=rank).eval()
-    batch = pair_batch(tokenizer, prompts, targets, dev)
     opts = {"bounds": [-cfg.bound, cfg.bound], "seed": cfg.seed + 1, "verbose": -9}
     if cfg.popsize is not None:
         opts["popsize"] = cfg.popsize
@@ -184,11 +190,8 @@ def random_search(model: nn.Module, tokenizer: Tokenizer, modules: Sequence[Modu
     """The baseline (and null) of the search: ``evaluations`` weight vectors drawn uniformly from
     [-bound, bound]^N, the best by the same objective (eq. 2) kept: LoraHub's budget without CMA-ES."""
     cfg = config or LoraHubConfig()
-    _check_hub(modules)
     validate.number("evaluations", evaluations, 1, integer=True, fix="at least one candidate")
-    rank = next(iter(modules[0].values()))[0].shape[0]
-    hub = add_lora(model, rank=rank).eval()
-    batch = pair_batch(tokenizer, prompts, targets, device_of(model))
+    hub, batch = _search_setup(model, tokenizer, modules, prompts, targets)
     rng = np.random.default_rng(cfg.seed)
     start, best, best_w, curve = time.perf_counter(), float("inf"), np.zeros(len(modules)), []
     for _ in range(int(evaluations)):
