@@ -23,6 +23,7 @@ from lfmlab.core.params import device_of, evaluating
 from lfmlab.distill import adversarial, dafl, deepinversion, fast, kd, nayer, zskd
 from lfmlab.distill.common import TERMS, DistillResult, Weights
 from lfmlab.ui.panel import BadInput, Panel
+from lfmlab.ui.plots import line_widget, set_line, updating
 
 __all__ = ["DistillPanel", "RUNNERS", "class_grid"]
 
@@ -94,10 +95,16 @@ def _spec(name: str) -> tuple[Weights, tuple[str, ...]]:
     return info.extra.get("weights", Weights()), info.extra.get("terms", ())
 
 
+def _gaps_as_none(grid: np.ndarray) -> list[list[float | None]]:
+    """NaN is not JSON: the widget would print a serialisation warning under the panel."""
+    return [[None if v != v else float(v) for v in row] for row in grid.tolist()]
+
+
 def class_grid(images: torch.Tensor, labels: torch.Tensor, n_classes: int = 10, rows: int = 4,
                gap: int = 1) -> np.ndarray:
     """Tile images [N, 1, H, W] into one array: column c holds up to ``rows`` images the teacher
-    calls c (top to bottom), NaN where there are none (drawn blank)."""
+    calls c (top to bottom), NaN where there are none (drawn blank; :func:`_gaps_as_none` turns
+    them into JSON nulls for the widget)."""
     h, w = images.shape[-2:]
     out = np.full((rows * (h + gap) - gap, n_classes * (w + gap) - gap), np.nan, dtype=np.float32)
     imgs = images[:, 0].float().cpu().numpy()
@@ -127,14 +134,13 @@ class DistillPanel(Panel):
 
     def __init__(self, teacher: nn.Module, student: nn.Module, test: tuple[torch.Tensor, torch.Tensor], **kwargs: Any):
         super().__init__(**kwargs)
-        from lfmlab.ui.plots import line_widget
-
         self.teacher, self.student, self.test = teacher, student, test
         self.sliders: dict[str, W.FloatText] = {}
         self.grid_fig = self._grid_widget()
         self.curve_fig = line_widget(["student"], "student accuracy on the real test split", "student steps",
                                      "accuracy", height=300)
-        self.curve_fig.update_yaxes(range=[0, 1])
+        with updating(self.curve_fig):
+            self.curve_fig.update_yaxes(range=[0, 1])
         self.observe(self.guard(self._load_defaults), names=["method"])
         self._load_defaults()
 
@@ -143,7 +149,7 @@ class DistillPanel(Panel):
     def _grid_widget():
         import plotly.graph_objects as go
 
-        fig = go.FigureWidget(go.Heatmap(z=[[np.nan]], colorscale="Greys", zmin=0, zmax=1, showscale=False))
+        fig = go.FigureWidget(go.Heatmap(z=[[None]], colorscale="Greys", zmin=0, zmax=1, showscale=False))
         fig.update_layout(title="synthetic images, one column per teacher label 0-9", height=300,
                           margin=dict(l=10, r=10, t=40, b=10))
         fig.update_yaxes(autorange="reversed", showticklabels=False, scaleanchor="x")
@@ -220,21 +226,15 @@ class DistillPanel(Panel):
     def render(self, r: DistillResult) -> None:
         if r.images is not None:
             self._show_images(r.images, r.labels)
-        from lfmlab.ui.plots import set_line
-
         set_line(self.curve_fig, 0, r.curve_steps.tolist(), r.curve_accuracy.tolist())
 
     # ---- live ------------------------------------------------------------------------------
     def _clear(self) -> None:
-        from lfmlab.ui.plots import set_line
-
         self._xs: list[int] = []
         self._ys: list[float] = []
         set_line(self.curve_fig, 0, [], [])
 
     def _live(self, phase: str, step: int, images: torch.Tensor | None, accuracy: float | None) -> None:
-        from lfmlab.ui.plots import set_line
-
         if images is not None:
             self._show_images(images, None, f"{phase}, step {step}")
         if accuracy is not None:
@@ -247,6 +247,6 @@ class DistillPanel(Panel):
         if labels is None:
             with evaluating(self.teacher):
                 labels = self.teacher(images.to(device_of(self.teacher))).argmax(-1).cpu()
-        with self.grid_fig.batch_update():
-            self.grid_fig.data[0].z = class_grid(images, labels)
+        with updating(self.grid_fig):
+            self.grid_fig.data[0].z = _gaps_as_none(class_grid(images, labels))
             self.grid_fig.layout.title = f"synthetic images by teacher label 0-9{' (' + title + ')' if title else ''}"

@@ -23,6 +23,7 @@ from lfmlab.core.state import functional_eval, merge_keys, state_of
 from lfmlab.reuse import connectivity, merging, rebasin
 from lfmlab.reuse.interpolate import path_states
 from lfmlab.ui.panel import BadInput, Panel
+from lfmlab.ui.plots import line_widget, set_line, sync, updating
 
 __all__ = ["InterpolationPanel", "MergeBenchPanel", "InterpolationResult", "BenchResult"]
 
@@ -69,15 +70,14 @@ class InterpolationPanel(Panel):
         first = next(iter(self.models.values()))
         self.layers = layers or [n for n, m in first.named_modules() if isinstance(m, nn.Linear)]
         self.spec = rebasin.mlp_spec(self.layers)
-        from lfmlab.ui.plots import line_widget
-
         self.loss_fig = line_widget(["naive", "re-basin", "naive @ α", "re-basin @ α"], "loss along the path",
                                     "α (0 = A, 1 = B)", "cross-entropy", height=300)
         self.acc_fig = line_widget(["naive", "re-basin", "naive @ α", "re-basin @ α"], "accuracy along the path",
                                    "α (0 = A, 1 = B)", "accuracy", height=300)
         for fig in (self.loss_fig, self.acc_fig):
-            for i in (2, 3):
-                fig.data[i].mode, fig.data[i].marker.size, fig.data[i].showlegend = "markers", 12, False
+            with updating(fig):
+                for i in (2, 3):
+                    fig.data[i].mode, fig.data[i].marker.size, fig.data[i].showlegend = "markers", 12, False
         self.readout = W.HTML()
         self.observe(self.guard(lambda _: self.update_point()), names=["alpha"])
 
@@ -132,8 +132,6 @@ class InterpolationPanel(Panel):
                 f"({100 * r.reduction:.0f}% removed)")
 
     def render(self, r: InterpolationResult) -> None:
-        from lfmlab.ui.plots import set_line
-
         for fig, attr in ((self.loss_fig, "loss"), (self.acc_fig, "accuracy")):
             set_line(fig, 0, r.naive.t.tolist(), getattr(r.naive, attr).tolist())
             set_line(fig, 1, r.aligned.t.tolist(), getattr(r.aligned, attr).tolist())
@@ -153,8 +151,6 @@ class InterpolationPanel(Panel):
     def update_point(self) -> None:
         if self.result is None:
             return
-        from lfmlab.ui.plots import set_line
-
         try:
             p = self.point(self.alpha)
         except ValueError as err:
@@ -211,6 +207,7 @@ class MergeBenchPanel(Panel):
         self.figure = go.FigureWidget([go.Bar(name=n, x=[], y=[]) for n in ("pretrained", "merged", "individual")])
         self.figure.update_layout(barmode="group", height=320, yaxis_title="test accuracy", yaxis_range=[0, 1],
                                   margin=dict(l=10, r=10, t=40, b=30), title="per-task accuracy")
+        sync(self.figure)
         self.table = W.HTML()
 
     def controls(self):
@@ -271,7 +268,7 @@ class MergeBenchPanel(Panel):
         return f"{r.method}{lam}: mean accuracy {r.mean():.3f} over {len(r.tasks)} tasks"
 
     def render(self, r: BenchResult) -> None:
-        with self.figure.batch_update():
+        with updating(self.figure):
             for bar, row in zip(self.figure.data, (r.pretrained, r.merged, r.individual)):
                 bar.x, bar.y = r.tasks, [row[t] for t in r.tasks]
         pre, ind, mer = r.mean("pretrained"), r.mean("individual"), r.mean()

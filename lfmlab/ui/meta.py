@@ -23,6 +23,7 @@ from lfmlab.data import digits as data
 from lfmlab.meta import maml, protonet, sinusoid
 from lfmlab.meta.common import cross_entropy, mse
 from lfmlab.ui.panel import BadInput, Panel
+from lfmlab.ui.plots import line_widget, set_line, updating
 
 __all__ = ["SinusoidPanel", "SinusoidResult", "FewShotPanel", "FewShotResult"]
 
@@ -76,18 +77,19 @@ class SinusoidPanel(Panel):
             raise ValueError("the sinusoid panel needs at least one initialisation, e.g. {'MAML': model}")
         super().__init__(**kwargs)
         self.models = dict(models)
-        from lfmlab.ui.plots import line_widget
-
         names = list(self.models)
         self.curve_fig = line_widget(["true curve", "support (K points)", *names], "predictions after step",
                                      "x", "y", height=340)
-        self.curve_fig.data[0].mode, self.curve_fig.data[0].line.color = "lines", "black"
-        self.curve_fig.data[1].mode, self.curve_fig.data[1].marker.size = "markers", 9
-        for i, name in enumerate(names):
-            self.curve_fig.data[2 + i].mode, self.curve_fig.data[2 + i].line.color = "lines", COLORS[i % len(COLORS)]
+        with updating(self.curve_fig):
+            self.curve_fig.data[0].mode, self.curve_fig.data[0].line.color = "lines", "black"
+            self.curve_fig.data[1].mode, self.curve_fig.data[1].marker.size = "markers", 9
+            for i, name in enumerate(names):
+                self.curve_fig.data[2 + i].mode = "lines"
+                self.curve_fig.data[2 + i].line.color = COLORS[i % len(COLORS)]
         self.mse_fig = line_widget(names, "MSE on the whole curve", "gradient steps", "MSE", height=340, log_y=True)
-        for i in range(len(names)):
-            self.mse_fig.data[i].line.color = COLORS[i % len(COLORS)]
+        with updating(self.mse_fig):
+            for i in range(len(names)):
+                self.mse_fig.data[i].line.color = COLORS[i % len(COLORS)]
         self.observe(self.guard(lambda _: self.show_step()), names=["step"])
 
     def controls(self) -> list[W.Widget]:
@@ -135,8 +137,6 @@ class SinusoidPanel(Panel):
         return f"A = {r.amplitude:.2f}, φ = {r.phase:.2f}; MSE after 1 step → last: " + "; ".join(parts)
 
     def render(self, r: SinusoidResult) -> None:
-        from lfmlab.ui.plots import set_line
-
         steps = list(range(len(next(iter(r.mse.values())))))
         for i, e in enumerate(r.mse.values()):
             set_line(self.mse_fig, i, steps, e.tolist())
@@ -149,12 +149,11 @@ class SinusoidPanel(Panel):
         r = self.result
         if r is None:
             return
-        from lfmlab.ui.plots import set_line
-
         s = min(self.step, len(next(iter(r.mse.values()))) - 1)
-        for i, c in enumerate(r.curves.values()):
-            set_line(self.curve_fig, 2 + i, r.grid.tolist(), c[s].tolist())
-        self.curve_fig.layout.title = f"predictions after {s} step{'s' if s != 1 else ''}"
+        with updating(self.curve_fig):
+            for i, c in enumerate(r.curves.values()):
+                self.curve_fig.data[2 + i].x, self.curve_fig.data[2 + i].y = r.grid.tolist(), c[s].tolist()
+            self.curve_fig.layout.title = f"predictions after {s} step{'s' if s != 1 else ''}"
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,9 +1,30 @@
 """Plot helpers: plotly FigureWidgets for live, interactive plots; matplotlib for static ones."""
 from __future__ import annotations
 
-from typing import Sequence
+from contextlib import contextmanager
+from copy import deepcopy
+from typing import Iterator, Sequence
 
 import numpy as np
+
+
+def sync(fig) -> None:
+    """Store the figure as it is now in the widget's synced state.
+
+    plotly's FigureWidget sends each change as a one-off message to the views that exist, and keeps
+    the state a *new* view starts from (``_widget_data``, ``_widget_layout``) as it was when the
+    figure was built. A view opened later (Voila renders after the cells ran; a reloaded page, a
+    second ``display``) would then show the empty figure; this keeps that state current."""
+    fig._widget_data = deepcopy(fig._data)
+    fig._widget_layout = deepcopy(fig._layout)
+
+
+@contextmanager
+def updating(fig) -> Iterator:
+    """``with updating(fig): ...``: plotly's ``batch_update``, then :func:`sync`."""
+    with fig.batch_update():
+        yield fig
+    sync(fig)
 
 
 def bar_widget(title: str = "", xlabel: str = "probability", height: int = 320):
@@ -17,7 +38,7 @@ def bar_widget(title: str = "", xlabel: str = "probability", height: int = 320):
 
 
 def set_bars(fig, labels: Sequence[str], values: Sequence[float], title: str | None = None) -> None:
-    with fig.batch_update():
+    with updating(fig):
         fig.data[0].x = list(values)
         fig.data[0].y = [repr(label)[1:-1] if label.strip() == label else f"'{label}'" for label in labels]
         if title is not None:
@@ -36,7 +57,7 @@ def line_widget(names: Sequence[str], title: str = "", xlabel: str = "step", yla
 
 
 def set_line(fig, i: int, xs: Sequence[float], ys: Sequence[float]) -> None:
-    with fig.batch_update():
+    with updating(fig):
         fig.data[i].x, fig.data[i].y = list(xs), list(ys)
 
 

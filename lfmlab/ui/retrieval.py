@@ -24,7 +24,7 @@ from lfmlab.data.world import Fact
 from lfmlab.retrieval import knnlm, ralm
 from lfmlab.retrieval.datastore import Datastore
 from lfmlab.ui.panel import BadInput, Panel
-from lfmlab.ui.plots import bar_widget, set_bars
+from lfmlab.ui.plots import bar_widget, set_bars, updating
 
 K_MAX = 64
 
@@ -103,7 +103,8 @@ class KNNPanel(Panel):
             set_bars(fig, *_top(dist, self.tokenizer, n))
         k = min(self.k, result.values.numel())               # a small store has fewer entries than k
         used = f"k = {k}" if k == self.k else f"k = {k} (all the store holds; asked for {self.k})"
-        self.figures[2].layout.title = f"kNN-LM: λ = {self.lam:.2f}, {used}, T = {self.temperature:.3g}"
+        with updating(self.figures[2]):
+            self.figures[2].layout.title = f"kNN-LM: λ = {self.lam:.2f}, {used}, T = {self.temperature:.3g}"
         first = result.neighbours.first(k)
         weights = (-first.distance[0] / self.temperature).softmax(-1)
         rows = ["<tr><th>#</th><th>stored context</th><th>next token</th><th>distance d</th><th>weight</th></tr>"]

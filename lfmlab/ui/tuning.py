@@ -17,6 +17,7 @@ from traitlets import Float, Int, Unicode
 from lfmlab.tuning import methods
 from lfmlab.tuning.train import TrainConfig, TuneResult, latency_ratios
 from lfmlab.ui.panel import BadInput, Panel
+from lfmlab.ui.plots import line_widget, set_line
 
 __all__ = ["TuningPanel", "TuningRun"]
 
@@ -57,8 +58,6 @@ class TuningPanel(Panel):
         self.history: list[TuningRun] = []
         self._probe = task.evals[eval_name].rows(range(min(latency_rows, len(task.evals[eval_name]))))
         self.latency_rounds = latency_rounds
-        from lfmlab.ui.plots import line_widget
-
         self.loss_fig = line_widget(["training loss"], "training loss (live)", "step", "loss", height=300, log_y=True)
         self.table = W.HTML()
         self.size_slider = W.IntSlider(min=1, max=64, description="size", style={"description_width": "120px"})
@@ -107,8 +106,6 @@ class TuningPanel(Panel):
             raise BadInput("This model has no bias parameters, so BitFit has nothing to tune: choose LoRA or adapters.")
 
     def compute(self) -> TuningRun:
-        from lfmlab.ui.plots import set_line
-
         spec = methods.METHODS[self.method]
         xs, ys = [], []
 
