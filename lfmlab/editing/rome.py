@@ -271,6 +271,19 @@ def compute_values(model, tokenizer: Tokenizer, requests: list[Edit], prefixes: 
     return (v + delta).detach(), v, [{"loss": h, "steps": len(h)} for h in histories]
 
 
+def rank_one_delta(W: torch.Tensor, bias: torch.Tensor | None, C: torch.Tensor, k_star: torch.Tensor,
+                   k: torch.Tensor, v_star: torch.Tensor) -> torch.Tensor:
+    """ROME's closed form (Meng et al. 2022, eq. 2) in the [in, out] layout: ΔW = u Λᵀ with
+    u = C⁻¹k* / ‖C⁻¹k*‖ and Λ = (v* − (k W + b)) / (k · u), so that the edited layer maps k to v*
+    while keys uncorrelated with k* under C change least. W [4d, d], C [4d, 4d], k*, k [4d],
+    v* [d] -> ΔW [4d, d]. ``k`` is the bare prompt's key (k* the average over prefixes)."""
+    u = torch.linalg.solve(C.to(W.device, torch.float64), k_star.double()).to(W.dtype)  # C⁻¹ k*  [4d]
+    u = u / u.norm()
+    current = k @ W + (bias if bias is not None else 0)  # W's output for the bare prompt's key
+    right = (v_star - current) / (k @ u)  # Λ  [d]
+    return torch.outer(u, right)
+
+
 def edit(model: nn.Module, tokenizer: Tokenizer, request: EditRequest, config: RomeConfig | None = None,
          cov: torch.Tensor | None = None, prefixes: list[str] | None = None) -> EditResult:
     """One ROME edit. Returns the weight delta; the model is unchanged on return."""
@@ -289,12 +302,7 @@ def edit(model: nn.Module, tokenizer: Tokenizer, request: EditRequest, config: R
         k_star, k = compute_key(model, tokenizer, request.subject, request.prompt, prefixes, cfg.layer)
         v_star, v, info = compute_value(model, tokenizer, request, prefixes, cfg)
     with torch.no_grad():
-        u = torch.linalg.solve(C.to(W.device, torch.float64), k_star.double()).to(W.dtype)  # C⁻¹ k*  [4d]
-        u = u / u.norm()
-        bias = getattr(module, "bias", None)
-        current = k @ W + (bias if bias is not None else 0)  # W's output for the bare prompt's key
-        right = (v_star - current) / (k @ u)  # Λ  [d]
-        delta_in_out = torch.outer(u, right)  # [4d, d]
+        delta_in_out = rank_one_delta(W, getattr(module, "bias", None), C, k_star, k, v_star)  # [4d, d]
     delta = as_weight_layout(module, delta_in_out)
     info.update(layer=cfg.layer, delta_norm=delta.norm().item(), prefixes=len(prefixes))
     return EditResult({f"{name}.weight": delta.detach()}, time.perf_counter() - start, info)

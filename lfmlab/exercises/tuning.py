@@ -1,0 +1,110 @@
+"""Exercises of notebook 02 (model tuning): LoRA on GPT-2's Conv1D layout, and its merge."""
+from __future__ import annotations
+
+import torch
+
+from lfmlab.exercises.core import Exercise
+
+SECTION = "02"
+
+
+def _layer(weight, bias, A, B, alpha):
+    from transformers.pytorch_utils import Conv1D
+
+    from lfmlab.zoo.lora import LoRALinear
+
+    d_in, d_out = weight.shape
+    conv = Conv1D(d_out, d_in)
+    with torch.no_grad():
+        conv.weight.copy_(weight)
+        conv.bias.copy_(bias)
+    layer = LoRALinear(conv, rank=A.shape[0], alpha=alpha)
+    with torch.no_grad():
+        layer.lora_A.copy_(A)
+        layer.lora_B.copy_(B)
+    return layer
+
+
+@torch.no_grad()
+def lora_forward_reference(x, weight, bias, A, B, alpha):
+    return _layer(weight, bias, A, B, alpha)(x)
+
+
+@torch.no_grad()
+def lora_merge_reference(weight, A, B, alpha):
+    layer = _layer(weight, torch.zeros(weight.shape[1]), A, B, alpha)
+    layer.merge()
+    return layer.base.weight.detach().clone()
+
+
+def _cases(with_x: bool):
+    for seed, (d_in, d_out, r, alpha) in enumerate([(5, 5, 3, 6.0), (6, 4, 2, 8.0), (8, 3, 1, 2.0),
+                                                    (7, 7, 4, 16.0)]):
+        g = torch.Generator().manual_seed(seed)
+        case = dict(weight=torch.randn(d_in, d_out, generator=g), A=torch.randn(r, d_in, generator=g),
+                    B=torch.randn(d_out, r, generator=g), alpha=alpha)
+        if with_x:
+            case = dict(x=torch.randn(2, 3, d_in, generator=g), bias=torch.randn(d_out, generator=g), **case)
+        yield case
+
+
+LORA_FORWARD = Exercise(
+    name="lora_forward", section=SECTION, title="LoRA's forward pass on a GPT-2 layer", difficulty=1,
+    minutes=10,
+    equation=r"h = x W_0 + b + \frac{\alpha}{r}\, x A^\top B^\top"
+             r"\qquad (W_0 \in \mathbb{R}^{d_{in}\times d_{out}} \text{ as GPT-2's Conv1D stores it})",
+    stub='''def lora_forward(x, weight, bias, A, B, alpha):
+    """LoRA (Hu et al. 2022, eq. 3) on a GPT-2 Conv1D layer.
+
+    x [..., d_in]; weight [d_in, d_out] (Conv1D's layout: the layer computes x @ weight + bias);
+    bias [d_out]; A [r, d_in]; B [d_out, r]; alpha: the LoRA scale α. Returns [..., d_out]:
+    the frozen layer plus the low-rank path, scaled by α / r.
+    """
+''',
+    body='''    r = A.shape[0]
+    return x @ weight + bias + (alpha / r) * (x @ A.T @ B.T)
+''',
+    hints=("The frozen part is x @ weight + bias. The low-rank path first maps x down to r "
+           "numbers with A, then up to d_out with B.",
+           "r is A.shape[0]; the path is (alpha / r) * (x @ A.T @ B.T)."),
+    reference=lora_forward_reference, cases=lambda: _cases(True),
+    mistakes={
+        "the low-rank path is scaled by α; LoRA scales it by α / r (r = A.shape[0])":
+            lambda x, weight, bias, A, B, alpha: x @ weight + bias + alpha * (x @ A.T @ B.T),
+        "the weight is used as [d_out, d_in] (x @ weight.T); GPT-2's Conv1D stores it as [d_in, d_out], "
+        "so the layer computes x @ weight + bias":
+            lambda x, weight, bias, A, B, alpha: x @ weight.T + bias + alpha / A.shape[0] * (x @ A.T @ B.T),
+        "the bias is missing: the frozen layer is x @ weight + bias":
+            lambda x, weight, bias, A, B, alpha: x @ weight + alpha / A.shape[0] * (x @ A.T @ B.T),
+    },
+    on_error="Check the layouts: GPT-2's Conv1D weight is [d_in, d_out] (x @ weight), A is "
+             "[r, d_in] and B is [d_out, r].",
+)
+
+LORA_MERGE = Exercise(
+    name="lora_merge", section=SECTION, title="Merge LoRA into a GPT-2 weight", difficulty=2, minutes=10,
+    equation=r"W = W_0 + \Big(\frac{\alpha}{r} B A\Big)^\top \quad\text{(Conv1D layout } [d_{in}, d_{out}])",
+    stub='''def lora_merge(weight, A, B, alpha):
+    """The merged Conv1D weight [d_in, d_out]: after it, x @ merged + bias equals lora_forward.
+
+    weight [d_in, d_out]; A [r, d_in]; B [d_out, r]. ΔW = (α / r) B A is [d_out, d_in]
+    (nn.Linear's layout); Conv1D needs the transpose.
+    """
+''',
+    body='''    return weight + (alpha / A.shape[0]) * (B @ A).T
+''',
+    hints=("Compute ΔW = (alpha / r) * (B @ A): its shape is [d_out, d_in].",
+           "Conv1D's weight is [d_in, d_out], so add ΔW.T: weight + (alpha / r) * (B @ A).T."),
+    reference=lora_merge_reference, cases=lambda: _cases(False),
+    mistakes={
+        "ΔW = (α/r) B A is [d_out, d_in]; GPT-2's Conv1D weight is [d_in, d_out]: add its transpose":
+            lambda weight, A, B, alpha: weight + alpha / A.shape[0] * (B @ A),
+        "the update is scaled by α; LoRA scales it by α / r (r = A.shape[0])":
+            lambda weight, A, B, alpha: weight + alpha * (B @ A).T,
+        "that is ΔW alone; the merged weight is W₀ + ΔWᵀ":
+            lambda weight, A, B, alpha: alpha / A.shape[0] * (B @ A).T,
+    },
+    on_error="ΔW = (α/r) B A is [d_out, d_in]; the Conv1D weight is [d_in, d_out].",
+)
+
+EXERCISES = [LORA_FORWARD, LORA_MERGE]
