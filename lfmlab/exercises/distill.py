@@ -136,4 +136,70 @@ BN_LOSS = Exercise(
     },
 )
 
-EXERCISES = [KD_LOSS, BN_LOSS]
+def gjsd_reference(student_logits, teacher_logits, beta):
+    from lfmlab.distill.gkd import generalized_jsd
+
+    return generalized_jsd(student_logits, teacher_logits, beta)
+
+
+def _gjsd_cases():
+    for seed, (b, t, v, beta) in enumerate([(2, 3, 6, 0.5), (3, 2, 5, 0.1), (1, 4, 8, 0.9)]):
+        g = torch.Generator().manual_seed(seed)
+        yield dict(student_logits=torch.randn(b, t, v, generator=g) * 2,
+                   teacher_logits=torch.randn(b, t, v, generator=g) * 2, beta=beta)
+
+
+def _kl(log_p, log_q):
+    return (log_p.exp() * (log_p - log_q)).sum(-1)
+
+
+def _gjsd_wrong(student_logits, teacher_logits, beta, mix="probs", swap=False):
+    s, t = F.log_softmax(student_logits, -1), F.log_softmax(teacher_logits, -1)
+    if swap:
+        s, t = t, s
+    if mix == "probs":
+        m = torch.log(beta * t.exp() + (1 - beta) * s.exp())
+    else:
+        m = F.log_softmax(beta * teacher_logits + (1 - beta) * student_logits, -1)
+    return (beta * _kl(t, m) + (1 - beta) * _kl(s, m)).mean()
+
+
+GJSD = Exercise(
+    name="generalized_jsd", section=SECTION, title="GKD's generalised Jensen-Shannon divergence",
+    difficulty=2, minutes=15,
+    equation=r"D_{JSD(\beta)}(P \| Q) = \beta\, \mathrm{KL}(P \| M) + (1 - \beta)\, "
+             r"\mathrm{KL}(Q \| M),\quad M = \beta P + (1 - \beta) Q",
+    stub='''def generalized_jsd(student_logits, teacher_logits, beta):
+    """GKD's divergence (Agarwal et al. 2024, eq. 1) between the teacher P and the student Q.
+
+    Logits [..., V] (the last dimension is the vocabulary); 0 < β < 1. M is the mixture of the two
+    *distributions* (not of the logits). Returns the divergence averaged over all positions (every
+    dimension but the last): a scalar. β near 0 behaves like forward KL(P ‖ Q), near 1 like reverse.
+    """
+''',
+    body='''    log_p = F.log_softmax(teacher_logits, dim=-1)
+    log_q = F.log_softmax(student_logits, dim=-1)
+    log_m = torch.log(beta * log_p.exp() + (1 - beta) * log_q.exp())
+
+    def kl(log_a, log_b):
+        return (log_a.exp() * (log_a - log_b)).sum(-1)
+
+    return (beta * kl(log_p, log_m) + (1 - beta) * kl(log_q, log_m)).mean()
+''',
+    hints=("P = softmax(teacher_logits), Q = softmax(student_logits), M = β P + (1 − β) Q, all over "
+           "the last dimension.",
+           "KL(A ‖ M) = Σ A (log A − log M) over the vocabulary; weigh the teacher's KL by β and the "
+           "student's by 1 − β, then average over positions."),
+    reference=gjsd_reference, cases=_gjsd_cases,
+    mistakes={
+        "the mixture was taken of the logits; M mixes the distributions: M = β P + (1 − β) Q":
+            lambda **kw: _gjsd_wrong(**kw, mix="logits"),
+        "teacher and student swapped: P (weighted by β) is the teacher, Q the student":
+            lambda **kw: _gjsd_wrong(**kw, swap=True),
+        "β ignored: that is the symmetric JSD (β = 0.5); the generalised one weighs KL(P ‖ M) by β and "
+        "KL(Q ‖ M) by 1 − β, with M = β P + (1 − β) Q":
+            lambda student_logits, teacher_logits, beta: _gjsd_wrong(student_logits, teacher_logits, 0.5),
+    },
+)
+
+EXERCISES = [KD_LOSS, BN_LOSS, GJSD]

@@ -126,4 +126,48 @@ LOGPROB = Exercise(
     },
 )
 
-EXERCISES = [ROME, LOGPROB]
+def memit_reference(K, R, C, lam):
+    from lfmlab.editing import memit
+
+    return memit.solve(0, K, R, C, memit.MemitConfig(mom2_weight=lam)).float()
+
+
+def _memit_cases():
+    for seed, (n, d_in, d_out, lam) in enumerate([(10, 6, 4, 5.0), (4, 8, 3, 100.0), (12, 5, 5, 1.0)]):
+        g = torch.Generator().manual_seed(seed)
+        keys = torch.randn(80, d_in, generator=g)
+        yield dict(K=torch.randn(n, d_in, generator=g), R=torch.randn(n, d_out, generator=g),
+                   C=keys.T @ keys / 80, lam=lam)
+
+
+MEMIT = Exercise(
+    name="memit_solve", section=SECTION, title="MEMIT's least-squares update for many edits",
+    difficulty=2, minutes=12,
+    equation=r"\Delta = (\lambda C + K^\top K)^{-1} K^\top R",
+    stub='''def memit_solve(K, R, C, lam):
+    """MEMIT's per-layer update (Meng et al. 2023, eq. 14) for n edits at once, [in, out] layout.
+
+    K [n, d_in]: the edits' keys; R [n, d_out]: the residuals each key's output must gain;
+    C [d_in, d_in]: the covariance of the keys the layer already serves, weighted by λ = lam.
+    Returns Δ [d_in, d_out] minimising ‖K Δ − R‖² + λ ‖Δ‖²_C: it writes the new outputs for the
+    edit keys while keeping the outputs of previously stored keys.
+    """
+''',
+    body='''    A = lam * C + K.T @ K                                     # [d_in, d_in]
+    return torch.linalg.solve(A, K.T @ R)
+''',
+    hints=("Set the gradient of ‖K Δ − R‖² + λ tr(Δᵀ C Δ) to zero: (λC + KᵀK) Δ = Kᵀ R.",
+           "torch.linalg.solve(lam * C + K.T @ K, K.T @ R); never form the inverse."),
+    reference=memit_reference, cases=_memit_cases, atol=1e-4,
+    mistakes={
+        "the keys' own term is missing: solve (λC + KᵀK) Δ = KᵀR, not (λC) Δ = KᵀR":
+            lambda K, R, C, lam: torch.linalg.solve(lam * C, K.T @ R),
+        "λ weighs the wrong term: it scales the covariance of the stored keys, (λC + KᵀK)":
+            lambda K, R, C, lam: torch.linalg.solve(C + lam * K.T @ K, K.T @ R),
+        "the covariance is missing: plain least squares (pinv(K) R) forgets what the layer already "
+        "stores; add λC":
+            lambda K, R, C, lam: torch.linalg.pinv(K) @ R,
+    },
+)
+
+EXERCISES = [ROME, LOGPROB, MEMIT]

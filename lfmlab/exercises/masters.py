@@ -15,22 +15,22 @@ FILES = {"02": "02_model_tuning_exercises.ipynb", "03": "03_database_augmentatio
 SURVEY = {"02": "§2.1–2.2", "03": "§2.3", "04": "§3", "05": "§4", "06": "§5", "07": "§6"}
 GOALS = {
     "02": ["write LoRA's low-rank path on GPT-2's Conv1D layout, with its α / r scale",
-           "merge it into the frozen weight, so that inference costs nothing extra",
+           "merge it into the frozen weight, and merge DoRA's magnitude-and-direction form",
            "predict, then check, that the merged and unmerged layers compute the same function"],
     "03": ["turn neighbour distances into a next-token distribution with a distance softmax",
-           "mix it into the LM's own distribution with λ, keeping queries with no neighbour intact",
+           "mix it into the LM's distribution with λ, and weigh words with BM25 for retrieval",
            "predict what λ = 0 does to a fact that is in the datastore"],
     "04": ["write the distillation loss with temperature and see why it carries T²",
-           "write DeepInversion's BatchNorm-statistics loss, the prior behind data-free synthesis",
+           "write DeepInversion's BatchNorm-statistics loss and GKD's generalised JSD",
            "predict, then measure, how the temperature scales the student's gradient"],
     "05": ["merge task vectors with TIES: trim, elect a sign, average the agreeing entries",
-           "align two networks' hidden units with weight matching (a linear assignment)",
+           "align hidden units with weight matching (a linear assignment); interpolate with SLERP",
            "predict, then check, the permutation symmetry that makes alignment necessary"],
     "06": ["compute ProtoNet's prototypes and its distance logits",
-           "write MAML's inner step and its exact meta-gradient with torch.func",
+           "write MAML's exact meta-gradient with torch.func, and Reptile's first-order direction",
            "predict, then measure, how far the first-order approximation is from the exact gradient"],
     "07": ["write ROME's closed-form rank-one update from C⁻¹k*, v* and the residual",
-           "score a target with a causal LM: the shift between outputs and tokens",
+           "solve MEMIT's least squares for many edits; score a target with the causal shift",
            "predict, then check, which keys a ROME edit leaves untouched"],
 }
 RUN = {
@@ -128,6 +128,17 @@ def _code(text: str, tags: tuple[str, ...] = ()) -> dict:
             "source": _source(text.rstrip("\n"))}
 
 
+def _imports(section: str, names: list[str]) -> str:
+    """The imports the section's solutions and its run cell use (and no others: ruff reads notebooks)."""
+    code = RUN[section] + "".join(REGISTRY[n].body for n in names)
+    lines = ["import torch"]
+    if "F." in code:
+        lines.append("import torch.nn.functional as F  # noqa: F401  (for your solutions)")
+    if "grad(" in code:
+        lines.append("from torch.func import grad  # noqa: F401  (for your solutions)")
+    return "\n".join(lines) + "\n"
+
+
 def notebook(section: str) -> dict:
     names = [n for n, ex in REGISTRY.items() if ex.section == section]
     minutes = sum(REGISTRY[n].minutes for n in names)
@@ -148,10 +159,9 @@ def notebook(section: str) -> dict:
             f"at work on a real model."),
         _code('SMOKE = False   # the same as the default: the checks are already small\n'
               'SEED = 0\nDEVICE = "cpu"  # the checks run on small CPU tensors', ("parameters",)),
-        _code("import torch\nimport torch.nn.functional as F\nfrom torch.func import grad\n\n"
-              "from lfmlab import exercises\nfrom lfmlab.exercises.quiz import quiz\n"
-              "from lfmlab.ui.quiz import QuizPanel\n\ntorch.manual_seed(SEED)\n"
-              "print(f'seed {SEED}, device {DEVICE}')"),
+        _code(_imports(section, names) + "\nfrom lfmlab import exercises\n"
+              "from lfmlab.exercises.quiz import quiz\nfrom lfmlab.ui.quiz import QuizPanel\n\n"
+              "torch.manual_seed(SEED)\nprint(f'seed {SEED}, device {DEVICE}')"),
         _md("## Predict, then run\n\nPick an answer and press **Check**, then run the cell below "
             "it: it measures the answer."),
         _code(f'QuizPanel(quiz("{section}"))'),

@@ -148,4 +148,67 @@ MAML = Exercise(
     },
 )
 
-EXERCISES = [PROTO, MAML]
+def reptile_reference(params, x, y, lr, steps):
+    from lfmlab.meta import maml
+    from lfmlab.meta.common import mse
+
+    half = x.shape[0] // 2                      # Reptile trains on the whole task: support and query
+    tasks = (x[None, :half], y[None, :half], x[None, half:], y[None, half:])
+    _, g = maml.meta_gradient(_Linear(params["w"].shape[0]), dict(params), tasks, mse, steps=steps, lr=lr,
+                              algorithm="reptile")
+    return g
+
+
+def _reptile_cases():
+    for seed, (d, n, lr, steps) in enumerate([(3, 8, 0.05, 5), (2, 6, 0.1, 3), (4, 10, 0.02, 8)]):
+        g = torch.Generator().manual_seed(seed)
+        yield dict(params={"w": torch.randn(d, 1, generator=g), "b": torch.randn(1, generator=g)},
+                   x=torch.randn(n, d, generator=g), y=torch.randn(n, 1, generator=g), lr=lr, steps=steps)
+
+
+def _reptile_wrong(params, x, y, lr, steps, sign=1.0, frozen=False, n=None):
+    def loss(p):
+        return ((x @ p["w"] + p["b"] - y) ** 2).mean()
+
+    phi = dict(params)
+    for _ in range(steps if n is None else n):
+        g = grad(loss)(params if frozen else phi)
+        phi = {k: phi[k] - lr * g[k] for k in phi}
+    return {k: sign * (params[k] - phi[k]) for k in params}
+
+
+REPTILE = Exercise(
+    name="reptile_direction", section=SECTION, title="Reptile's update direction", difficulty=2,
+    minutes=12,
+    equation=r"\phi = \mathrm{SGD}_k(\theta;\, \mathcal{L}_\tau),\qquad "
+             r"\theta \leftarrow \theta - \epsilon\,(\theta - \phi)",
+    stub='''def reptile_direction(params, x, y, lr, steps):
+    """Reptile (Nichol et al. 2018, Algorithm 1) on one task: k = steps plain SGD steps from θ on
+    the task's data (x [N, D], y [N, 1]; the model f_θ(x) = x @ θ["w"] + θ["b"], the mean squared
+    error, the learning rate lr) give φ. Returns θ − φ as a dict like params: the direction the
+    outer update moves θ against (θ ← θ − ε (θ − φ)).
+    """
+''',
+    body='''    def loss(p):
+        return ((x @ p["w"] + p["b"] - y) ** 2).mean()
+
+    phi = dict(params)
+    for _ in range(steps):
+        g = grad(loss)(phi)                                  # the gradient at the current φ
+        phi = {k: phi[k] - lr * g[k] for k in phi}
+    return {k: params[k] - phi[k] for k in params}
+''',
+    hints=("torch.func.grad(loss)(phi) gives a dict of gradients; update every entry of phi with it.",
+           "Take each step's gradient at the current φ (not at θ), k times; return θ − φ, not φ − θ."),
+    reference=reptile_reference, cases=_reptile_cases,
+    mistakes={
+        "the sign: return θ − φ (the outer step θ − ε (θ − φ) then moves θ towards φ)":
+            lambda **kw: _reptile_wrong(**kw, sign=-1.0),
+        "every step's gradient was taken at θ; SGD takes each step's gradient at the current φ":
+            lambda **kw: _reptile_wrong(**kw, frozen=True),
+        "one SGD step only: Reptile takes k = steps steps (with one step it is just a scaled gradient)":
+            lambda **kw: _reptile_wrong(**kw, n=1),
+    },
+)
+
+EXERCISES = [PROTO, MAML, REPTILE]

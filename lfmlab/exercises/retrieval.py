@@ -106,4 +106,65 @@ KNN_INTERPOLATE = Exercise(
     },
 )
 
-EXERCISES = [KNN_DISTRIBUTION, KNN_INTERPOLATE]
+def bm25_reference(tf, k1, b):
+    from lfmlab.retrieval.rag import bm25_weights
+
+    return bm25_weights(tf, k1, b)
+
+
+def _bm25_cases():
+    for seed, (n, w, k1, b) in enumerate([(5, 8, 1.2, 0.75), (8, 6, 2.0, 0.5), (4, 10, 0.9, 1.0)]):
+        g = torch.Generator().manual_seed(seed)
+        tf = torch.randint(0, 4, (n, w), generator=g).float() * (torch.rand(n, w, generator=g) < 0.6)
+        tf[:, 0] = 1.0 + tf[:, 0]                                      # a word in every document
+        yield dict(tf=tf, k1=k1, b=b)
+
+
+def _bm25_wrong(tf, k1, b, idf="log1p", norm=True, saturate=True):
+    n, n_w = tf.shape[0], (tf > 0).sum(0).float()
+    ratio = (n - n_w + 0.5) / (n_w + 0.5)
+    weight = torch.log1p(ratio) if idf == "log1p" else torch.log(ratio)
+    length = tf.sum(1, keepdim=True)
+    scale = k1 * (1 - b + b * length / length.mean()) if norm else k1
+    return weight * tf * ((k1 + 1) if saturate else 1.0) / (tf + scale)
+
+
+BM25 = Exercise(
+    name="bm25_weights", section=SECTION, title="BM25's document-term weights", difficulty=2, minutes=15,
+    equation=r"w(d, t) = \mathrm{idf}(t)\,\frac{f_{t,d}\,(k_1 + 1)}{f_{t,d} + k_1\big(1 - b + b\,"
+             r"\frac{|d|}{\mathrm{avgdl}}\big)},\quad \mathrm{idf}(t) = \ln\Big(1 + "
+             r"\frac{N - n_t + 0.5}{n_t + 0.5}\Big)",
+    stub='''def bm25_weights(tf, k1, b):
+    """Okapi BM25 (Robertson & Zaragoza 2009), the lexical retriever of RAG's notebook section.
+
+    tf [N, W]: how often each of W words occurs in each of N documents. Returns [N, W]: each
+    document-word weight; a query's score for a document is the sum of its words' weights.
+    |d| is a document's length in words (the row sum), avgdl the mean length, n_t the number of
+    documents that contain word t.
+    """
+''',
+    body='''    n_docs = tf.shape[0]
+    n_t = (tf > 0).sum(0).float()                                   # documents with each word
+    idf = torch.log1p((n_docs - n_t + 0.5) / (n_t + 0.5))
+    length = tf.sum(1, keepdim=True)                                # |d| [N, 1]
+    norm = k1 * (1 - b + b * length / length.mean())
+    return idf * tf * (k1 + 1) / (tf + norm)
+''',
+    hints=("idf: count the documents that contain each word, (tf > 0).sum(0); use ln(1 + ...), "
+           "torch.log1p, so that a word in most documents keeps a small positive weight.",
+           "The length normalisation k1 (1 − b + b |d| / avgdl) is [N, 1]: |d| = tf.sum(1, "
+           "keepdim=True)."),
+    reference=bm25_reference, cases=_bm25_cases,
+    mistakes={
+        "idf without the 1 +: ln((N − n + 0.5) / (n + 0.5)) is negative for words in more than half "
+        "of the documents; BM25 here uses ln(1 + ...) (torch.log1p)":
+            lambda **kw: _bm25_wrong(**kw, idf="log"),
+        "the length normalisation is missing: long documents must not win by repeating words "
+        "(k1 (1 − b + b |d| / avgdl))":
+            lambda **kw: _bm25_wrong(**kw, norm=False),
+        "the (k1 + 1) factor is missing from the numerator":
+            lambda **kw: _bm25_wrong(**kw, saturate=False),
+    },
+)
+
+EXERCISES = [KNN_DISTRIBUTION, KNN_INTERPOLATE, BM25]

@@ -123,4 +123,57 @@ MATCH = Exercise(
     },
 )
 
-EXERCISES = [TIES, MATCH]
+def slerp_reference(a, b, t):
+    from lfmlab.reuse.slerp import slerp_tensor
+
+    return slerp_tensor(a, b, t)[0]
+
+
+def _slerp_cases():
+    for seed, (shape, t) in enumerate([((6,), 0.5), ((3, 4), 0.25), ((10,), 0.8), ((2, 5), 0.6)]):
+        g = torch.Generator().manual_seed(seed)
+        yield dict(a=torch.randn(*shape, generator=g) * 2, b=torch.randn(*shape, generator=g), t=t)
+
+
+def _slerp_wrong(a, b, t, swap=False, unit=False):
+    ua, ub = a.flatten() / a.norm(), b.flatten() / b.norm()
+    omega = torch.arccos((ua @ ub).clamp(-1, 1))
+    wa, wb = torch.sin((1 - t) * omega) / torch.sin(omega), torch.sin(t * omega) / torch.sin(omega)
+    if swap:
+        wa, wb = wb, wa
+    return (wa * ua.view_as(a) + wb * ub.view_as(b)) if unit else wa * a + wb * b
+
+
+SLERP = Exercise(
+    name="slerp", section=SECTION, title="Spherical interpolation of two weight tensors", difficulty=2,
+    minutes=12,
+    equation=r"\mathrm{slerp}(a, b; t) = \frac{\sin((1-t)\Omega)}{\sin\Omega}\, a + "
+             r"\frac{\sin(t\Omega)}{\sin\Omega}\, b,\quad \cos\Omega = "
+             r"\frac{\langle a, b\rangle}{\|a\|\,\|b\|}",
+    stub='''def slerp(a, b, t):
+    """SLERP (Shoemake 1985), as mergekit merges models: a and b are one tensor of each model (any
+    shape, the same for both), 0 ≤ t ≤ 1. Ω is the angle between the flattened tensors. Returns a
+    tensor shaped like a: slerp(a, b; 0) = a, slerp(a, b; 1) = b. (Assume a and b are not parallel.)
+    """
+''',
+    body='''    cos = (a.flatten() @ b.flatten()) / (a.norm() * b.norm())
+    omega = torch.arccos(cos.clamp(-1.0, 1.0))
+    return (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / torch.sin(omega)
+''',
+    hints=("Ω = arccos of the cosine between the flattened tensors (divide the dot product by both "
+           "norms).",
+           "The weight of a is sin((1 − t) Ω) / sin Ω, the weight of b sin(t Ω) / sin Ω; apply them to "
+           "a and b themselves, not to unit vectors."),
+    reference=slerp_reference, cases=_slerp_cases,
+    mistakes={
+        "the weights are swapped: at t = 0 slerp must give a, so a's weight is sin((1 − t) Ω) / sin Ω":
+            lambda **kw: _slerp_wrong(**kw, swap=True),
+        "the result lies on the unit sphere: apply the weights to a and b themselves, not to a/‖a‖ and "
+        "b/‖b‖":
+            lambda **kw: _slerp_wrong(**kw, unit=True),
+        "that is linear interpolation (1 − t) a + t b; SLERP moves along the arc, with sin weights":
+            lambda a, b, t: (1 - t) * a + t * b,
+    },
+)
+
+EXERCISES = [TIES, MATCH, SLERP]

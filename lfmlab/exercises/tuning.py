@@ -107,4 +107,68 @@ LORA_MERGE = Exercise(
     on_error="ΔW = (α/r) B A is [d_out, d_in]; the Conv1D weight is [d_in, d_out].",
 )
 
-EXERCISES = [LORA_FORWARD, LORA_MERGE]
+@torch.no_grad()
+def dora_merge_reference(weight, A, B, magnitude, alpha):
+    from transformers.pytorch_utils import Conv1D
+
+    from lfmlab.tuning.dora import DoRALinear
+
+    d_in, d_out = weight.shape
+    conv = Conv1D(d_out, d_in)
+    conv.weight.copy_(weight)
+    layer = DoRALinear(conv, rank=A.shape[0], alpha=alpha)
+    layer.lora_A.copy_(A)
+    layer.lora_B.copy_(B)
+    layer.magnitude.copy_(magnitude)
+    layer.merge()
+    return conv.weight.detach().clone()
+
+
+def _dora_cases():
+    for case in _cases(False):
+        g = torch.Generator().manual_seed(int(case["alpha"]))
+        yield dict(case, magnitude=torch.rand(case["weight"].shape[1], generator=g) + 0.5)
+
+
+def _dora_wrong(weight, A, B, magnitude, alpha, dim=1, scale=True):
+    w = weight.T + alpha / A.shape[0] * (B @ A)                   # [out, in]
+    if scale:
+        w = magnitude[:, None] * w / w.norm(dim=dim, keepdim=True)
+    return w.T
+
+
+DORA_MERGE = Exercise(
+    name="dora_merge", section=SECTION, title="DoRA: magnitude times direction, merged", difficulty=3,
+    minutes=15,
+    equation=r"W' = m \odot \frac{W_0 + \frac{\alpha}{r} B A}{\big\| W_0 + \frac{\alpha}{r} B A \big\|_c}"
+             r"\quad (\|\cdot\|_c\text{: the norm of each output unit's weights})",
+    stub='''def dora_merge(weight, A, B, magnitude, alpha):
+    """DoRA's merged weight (Liu et al. 2024, eq. 5) for a GPT-2 Conv1D layer.
+
+    weight [d_in, d_out] (Conv1D's layout); A [r, d_in]; B [d_out, r]; magnitude m [d_out]. In
+    nn.Linear's layout [d_out, d_in], V = W₀ + (α / r) B A; each output unit's row of V is rescaled
+    to length m: W' = m ⊙ V / ‖V‖ (norm over d_in, one per output unit). Returns W' as
+    [d_in, d_out], Conv1D's layout.
+    """
+''',
+    body='''    v = weight.T + (alpha / A.shape[0]) * (B @ A)                # [d_out, d_in]
+    v = magnitude[:, None] * v / v.norm(dim=1, keepdim=True)     # each output unit to length m
+    return v.T
+''',
+    hints=("Work in [d_out, d_in]: V = weight.T + (alpha / r) * (B @ A).",
+           "v.norm(dim=1, keepdim=True) is one length per output unit; multiply by magnitude[:, None], "
+           "divide, and transpose back."),
+    reference=dora_merge_reference, cases=_dora_cases,
+    mistakes={
+        "the norm runs over the wrong dimension: DoRA normalises each output unit's weights (norm over "
+        "d_in, one value per output unit, the length of magnitude)":
+            lambda **kw: _dora_wrong(**kw, dim=0),
+        "that is the LoRA merge: DoRA then rescales each output unit's weights to length m":
+            lambda **kw: _dora_wrong(**kw, scale=False),
+        "the result is in nn.Linear's layout [d_out, d_in]; return it as Conv1D's [d_in, d_out]":
+            lambda **kw: _dora_wrong(**kw).T,
+    },
+    on_error="Shapes: weight.T, B @ A and the result in [d_out, d_in] until the last transpose.",
+)
+
+EXERCISES = [LORA_FORWARD, LORA_MERGE, DORA_MERGE]

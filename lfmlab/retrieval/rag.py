@@ -133,6 +133,17 @@ class RandomRetriever(Retriever):
         return torch.rand(len(queries), len(self.passages), generator=g)             # [Q, N]
 
 
+def bm25_weights(tf: torch.Tensor, k1: float = 1.2, b: float = 0.75) -> torch.Tensor:
+    """Okapi BM25's document-term weights (Robertson & Zaragoza 2009) from term counts tf [N, W]:
+    idf(w) · tf (k1 + 1) / (tf + k1 (1 − b + b |d| / avgdl)), idf(w) = ln(1 + (N − n_w + 0.5) /
+    (n_w + 0.5)). A query's score for a document is the sum of its terms' weights."""
+    length = tf.sum(1, keepdim=True)                                                 # |d| [N, 1]
+    n_w = (tf > 0).sum(0).float()                                                    # [W] document frequency
+    idf = torch.log1p((tf.shape[0] - n_w + 0.5) / (n_w + 0.5))                       # [W]
+    norm = k1 * (1 - b + b * length / length.mean().clamp_min(1e-9))
+    return idf * tf * (k1 + 1) / (tf + norm)                                         # [N, W]
+
+
 class BM25Retriever(Retriever):
     """Okapi BM25 over lower-cased words; the document-term weights are one dense [N, W] tensor,
     so scoring a batch of queries is a single matrix product."""
@@ -157,11 +168,7 @@ class BM25Retriever(Retriever):
         cols = [self.vocab[w] for d in docs for w in d]
         vals = [c for d in docs for c in d.values()]
         tf[rows, cols] = torch.tensor(vals, dtype=torch.float, device=dev)
-        length = tf.sum(1, keepdim=True)                                             # |d| [N, 1]
-        n_w = (tf > 0).sum(0).float()                                                # [W] document frequency
-        idf = torch.log1p((len(docs) - n_w + 0.5) / (n_w + 0.5))                     # [W]
-        norm = self.k1 * (1 - self.b + self.b * length / length.mean().clamp_min(1e-9))
-        self.weights = idf * tf * (self.k1 + 1) / (tf + norm)                        # [N, W]
+        self.weights = bm25_weights(tf, self.k1, self.b)                             # [N, W]
         return self
 
     def scores(self, queries: Sequence[str]) -> torch.Tensor:
