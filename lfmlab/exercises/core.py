@@ -43,6 +43,7 @@ class Exercise:
     rtol: float = 1e-4
     on_error: str = ""                # a hint added when the learner's code raises
     compare: Callable[[Any, Any, "Exercise"], bool] | None = None
+    grad_of: tuple[str, ...] = ()     # inputs whose gradients (of the output's sum) are checked too
     tags: tuple[str, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
@@ -110,12 +111,33 @@ def _describe(case: Case) -> str:
 
 
 def _error(a: Any, b: Any) -> str:
+    if isinstance(a, tuple) and isinstance(b, tuple) and len(a) == len(b) and len(a) > 1:
+        if not close(a[0], b[0]):
+            return _error(a[0], b[0])
+        return "the values are right but the gradients are not"
     if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
         if a.shape != b.shape:
             return f"the result has shape {list(a.shape)}; expected {list(b.shape)}"
         diff = (a.detach().double() - b.detach().double()).abs()
         return f"largest difference from the reference {diff.max().item():.3g}"
     return f"got {type(a).__name__} {str(a)[:80]}; expected {type(b).__name__} {str(b)[:80]}"
+
+
+def _call(ex: Exercise, fn: Callable[..., Any], case: Case) -> Any:
+    """``fn(**case)``; with ``ex.grad_of``, (the output, the gradients of its sum with respect to
+    those inputs), so that a function with the right values but the wrong backward pass (a
+    missing detach, say) is told apart."""
+    case = _clone(case)
+    if not ex.grad_of:
+        return fn(**case)
+    for name in ex.grad_of:
+        case[name] = case[name].detach().requires_grad_(True)
+    out = fn(**case)
+    if not isinstance(out, torch.Tensor) or not out.requires_grad:
+        return (out,) + (None,) * len(ex.grad_of)
+    grads = torch.autograd.grad(out.sum(), [case[n] for n in ex.grad_of], allow_unused=True)
+    return (out.detach(), *[g if g is not None else torch.zeros_like(case[n])
+                            for g, n in zip(grads, ex.grad_of)])
 
 
 def run_check(ex: Exercise, fn: Callable[..., Any]) -> int:
@@ -126,9 +148,9 @@ def run_check(ex: Exercise, fn: Callable[..., Any]) -> int:
                              f"check({ex.name!r}, {ex.function_name}); got {type(fn).__name__}")
     n = 0
     for i, case in enumerate(ex.cases()):
-        expected = ex.reference(**_clone(case))
+        expected = _call(ex, ex.reference, case)
         try:
-            got = fn(**_clone(case))
+            got = _call(ex, fn, case)
         except NotImplementedError:
             raise AssertionError(f"{ex.name}: not done yet. Replace `raise NotImplementedError()` in "
                                  f"{ex.function_name} with your code, run the cell, then check again."
@@ -142,7 +164,7 @@ def run_check(ex: Exercise, fn: Callable[..., Any]) -> int:
             continue
         for message, wrong in ex.mistakes.items():
             try:
-                mistaken = wrong(**_clone(case))
+                mistaken = _call(ex, wrong, case)
             except Exception:  # noqa: BLE001  (a mistake that cannot run on this case)
                 continue
             if not ex.same(mistaken, expected) and ex.same(got, mistaken):

@@ -171,4 +171,65 @@ DORA_MERGE = Exercise(
     on_error="Shapes: weight.T, B @ A and the result in [d_out, d_in] until the last transpose.",
 )
 
-EXERCISES = [LORA_FORWARD, LORA_MERGE, DORA_MERGE]
+def dora_forward_reference(x, weight, bias, A, B, magnitude, alpha):
+    from torch.func import functional_call
+    from transformers.pytorch_utils import Conv1D
+
+    from lfmlab.tuning.dora import DoRALinear
+
+    d_in, d_out = weight.shape
+    layer = DoRALinear(Conv1D(d_out, d_in), rank=A.shape[0], alpha=alpha)
+    tensors = {"base.weight": weight, "base.bias": bias, "lora_A": A, "lora_B": B, "magnitude": magnitude}
+    return functional_call(layer, tensors, (x,))
+
+
+def _dora_forward_cases():
+    for case in _cases(True):
+        g = torch.Generator().manual_seed(int(case["alpha"]) + 1)
+        case["B"] = case["B"] * 0.3
+        yield dict(case, magnitude=torch.rand(case["weight"].shape[1], generator=g) + 0.5)
+
+
+def _dora_forward_wrong(x, weight, bias, A, B, magnitude, alpha, detach=True, dim=1, rescale=True):
+    v = weight.T + alpha / A.shape[0] * (B @ A)                         # [out, in]
+    norm = v.norm(dim=dim, keepdim=True)
+    norm = norm.detach() if detach else norm
+    w = magnitude[:, None] * v / norm if rescale else v
+    return x @ w.T + bias
+
+
+DORA_FORWARD = Exercise(
+    name="dora_forward", section=SECTION, title="DoRA's forward pass, and what its backward sees",
+    difficulty=3, minutes=15,
+    equation=r"h = x\, \Big(m \odot \frac{V}{\mathrm{sg}(\|V\|_c)}\Big)^\top + b,\quad "
+             r"V = W_0 + \frac{\alpha}{r} B A",
+    stub='''def dora_forward(x, weight, bias, A, B, magnitude, alpha):
+    """DoRA's layer (Liu et al. 2024, eq. 5) on a GPT-2 Conv1D weight, for training.
+
+    x [..., d_in]; weight [d_in, d_out] (Conv1D's layout); bias [d_out]; A [r, d_in]; B [d_out, r];
+    magnitude m [d_out]. With V = W₀ + (α / r) B A in [d_out, d_in], the layer uses m ⊙ V / ‖V‖_c
+    (the norm of each output unit's row). The norm is treated as a constant in the backward pass
+    (paper §4.3: it saves memory and changes the values nothing). Returns [..., d_out].
+    """
+''',
+    body='''    v = weight.T + (alpha / A.shape[0]) * (B @ A)                 # [d_out, d_in]
+    norm = v.norm(dim=1, keepdim=True).detach()                   # a constant for the backward pass
+    return x @ (magnitude[:, None] * v / norm).T + bias
+''',
+    hints=("The values are those of the merged weight of the previous exercise, applied to x, plus "
+           "the bias.",
+           "Compute the row norms of V with .detach(): the gradient then flows through V and m but "
+           "not through ‖V‖."),
+    reference=dora_forward_reference, cases=_dora_forward_cases, grad_of=("A", "B", "magnitude"),
+    mistakes={
+        "the values are right, the gradients are not: a missing detach. DoRA treats ‖V‖_c as a "
+        "constant in the backward pass (norm.detach())":
+            lambda **kw: _dora_forward_wrong(**kw, detach=False),
+        "the norm runs over the wrong dimension: one norm per output unit (over d_in)":
+            lambda **kw: _dora_forward_wrong(**kw, dim=0),
+        "that is LoRA: DoRA rescales each output unit's weights to length m":
+            lambda **kw: _dora_forward_wrong(**kw, rescale=False),
+    },
+)
+
+EXERCISES = [LORA_FORWARD, LORA_MERGE, DORA_MERGE, DORA_FORWARD]
