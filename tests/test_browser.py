@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -210,36 +211,53 @@ def bar_labels(page, nth: int = 0) -> list[str]:
     return page.locator(".js-plotly-plot").nth(nth).locator(".ytick text").all_text_contents()
 
 
-# ---- notebook 01 in JupyterLab ---------------------------------------------------------------
-def test_jupyterlab_notebook_01_runs_and_the_probe_panel_answers(browser, tmp_path):
-    nb = smoke_copy(ROOT / "notebooks" / "01_learn_from_model.ipynb", tmp_path)
-    lab = Server(["jupyterlab", f"--ServerApp.root_dir={tmp_path}", f"--IdentityProvider.token={TOKEN}",
+# ---- notebooks in JupyterLab -----------------------------------------------------------------
+KERNEL_IDLE_JS = ("() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
+                  " const k = w && w.sessionContext && w.sessionContext.session"
+                  " && w.sessionContext.session.kernel; return k && k.status === 'idle'; }")
+
+
+@contextmanager
+def lab_run_all(browser, nb: Path):
+    """JupyterLab on ``nb``'s folder; open ``nb``, Run All, wait until every cell has run; yield
+    (page, seconds). Asserts that every code cell got an execution count."""
+    lab = Server(["jupyterlab", f"--ServerApp.root_dir={nb.parent}", f"--IdentityProvider.token={TOKEN}",
                   "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None",
                   "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
-                 tmp_path, f"/api/status?token={TOKEN}", "jupyterlab")
+                 nb.parent, f"/api/status?token={TOKEN}", "jupyterlab")
     page = new_page(browser)
     try:
         page.goto(f"{lab.base}/lab/tree/{nb.name}?token={TOKEN}", timeout=120_000)
         page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
-        page.wait_for_function(
-            "() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
-            " const k = w && w.sessionContext && w.sessionContext.session"
-            " && w.sessionContext.session.kernel; return k && k.status === 'idle'; }",
-            timeout=120_000, polling=500)
+        page.wait_for_function(KERNEL_IDLE_JS, timeout=120_000, polling=500)
         start = time.time()
-        ran = page.evaluate("async () => await window.jupyterapp.commands.execute("
-                            "'notebook:run-all-cells')")
-        page.wait_for_function(
-            "() => ![...document.querySelectorAll('.jp-InputPrompt')]"
-            ".some(p => p.textContent.includes('*'))", timeout=RUN_TIMEOUT_S * 1000, polling=1000)
-        print(f"notebook 01 (smoke) ran in JupyterLab in {time.time() - start:.0f} s")
+        page.evaluate("async () => await window.jupyterapp.commands.execute('notebook:run-all-cells')")
+        code_cells = sum(c["cell_type"] == "code" for c in json.loads(nb.read_text())["cells"])
+        prompts_js = ("() => [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')]"
+                      ".map(p => p.textContent.trim())")
+        try:   # every code cell shows its execution count: [n]:  (not [*]: or [ ]:)
+            page.wait_for_function(f"() => {{ const c = ({prompts_js})(); return c.length === {code_cells}"
+                                   " && c.every(p => /^\\[\\d+\\]:$/.test(p)); }",
+                                   timeout=RUN_TIMEOUT_S * 1000, polling=500)
+        except Exception:
+            raise AssertionError(f"Run All did not reach every cell: {page.evaluate(prompts_js)}") from None
+        seconds = time.time() - start
+        yield page, seconds
+    except Exception:
+        page.screenshot(path=str(SHOTS / f"FAILED_jupyterlab_{nb.stem}.png"), full_page=False)
+        raise
+    finally:
+        page.close()
+        lab.close()
+
+
+def test_jupyterlab_notebook_01_runs_and_the_probe_panel_answers(browser, tmp_path):
+    nb = smoke_copy(ROOT / "notebooks" / "01_learn_from_model.ipynb", tmp_path)
+    with lab_run_all(browser, nb) as (page, seconds):
+        print(f"notebook 01 (smoke) ran in JupyterLab in {seconds:.0f} s")
         errors = page.locator("[data-mime-type='application/vnd.jupyter.stderr']").all_inner_texts()
         tracebacks = [e for e in errors if "Traceback" in e or "Error" in e.split("\n")[0]]
-        assert ran is not False and not tracebacks, f"Run All stopped on an error: {tracebacks[:1]}"
-        counts = page.evaluate("() => [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')]"
-                               ".map(p => p.textContent.trim())")
-        code_cells = sum(c["cell_type"] == "code" for c in json.loads(nb.read_text())["cells"])
-        assert len(counts) == code_cells and all(c[1:-2].isdigit() for c in counts), counts
+        assert not tracebacks, f"Run All stopped on an error: {tracebacks[:1]}"
         assert_widgets_ok(page, "notebook 01")
         assert page.locator(".jp-OutputArea .jupyter-widgets.widget-vbox").count() >= 1
         assert page.locator(".jp-OutputArea .js-plotly-plot").count() >= 1, "no plotly chart rendered"
@@ -257,12 +275,24 @@ def test_jupyterlab_notebook_01_runs_and_the_probe_panel_answers(browser, tmp_pa
         assert after != before, f"the chart did not change: {before} -> {after} ({status})"
         assert_widgets_ok(page, "notebook 01 after Predict")
         assert not page.js_errors, page.js_errors
-    except Exception:
-        page.screenshot(path=str(SHOTS / "FAILED_jupyterlab_01.png"), full_page=False)
-        raise
-    finally:
-        page.close()
-        lab.close()
+
+
+def test_jupyterlab_student_exercises_run_through_and_the_quiz_answers(browser, tmp_path):
+    """A student's Run All: every check says "not done yet" and the run goes on (the check cells
+    are tagged raises-exception); the quiz explains the chosen answer."""
+    name = "04_model_distillation_exercises.ipynb"
+    nb = tmp_path / name
+    shutil.copy(ROOT / "notebooks" / "exercises" / "student" / name, nb)
+    with lab_run_all(browser, nb) as (page, _):
+        checks = sum("check" in c["metadata"].get("tags", []) for c in json.loads(nb.read_text())["cells"])
+        assert page.locator("text=not done yet").count() == checks
+        page.locator(".widget-radio-box label").first.click()
+        page.locator("button.jupyter-button:has-text('Check')").click()
+        feedback = page.locator(".widget-html:has-text('why not the others')").first
+        feedback.wait_for(timeout=30_000)
+        assert "Right" in feedback.inner_text() or "Not quite" in feedback.inner_text()
+        page.screenshot(path=str(SHOTS / "jupyterlab_student_exercises.png"), full_page=False)
+        assert_widgets_ok(page, "student exercises")
 
 
 # ---- the widget apps in Voila ----------------------------------------------------------------
