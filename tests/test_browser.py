@@ -188,7 +188,8 @@ def press(page, label: str, timeout_s: float = RUN_TIMEOUT_S, nth: int = 0) -> s
             }).observe(status, {subtree: true, childList: true, characterData: true});
         }""", handle)
     button.click()
-    page.wait_for_function("window.__lfm.seen && !window.__lfm.status.textContent.includes('⏳')",
+    page.wait_for_function("window.__lfm.seen && !window.__lfm.status.textContent.includes('⏳')"
+                           " && !window.__lfm.status.textContent.includes('running…')",
                            timeout=timeout_s * 1000, polling=200)
     status = page.evaluate("window.__lfm.status.textContent").strip()
     assert "⚠" not in status, f"the {label!r} panel reported a problem: {status}"

@@ -4,8 +4,9 @@
     python -m lfmlab.exercises build DIR --masters notebooks/exercises
 
 The masters (``notebooks/exercises/NN_<section>_exercises.ipynb``) mark each solution as nbgrader
-does, ``### BEGIN SOLUTION`` ... ``### END SOLUTION``, so nbgrader's ``generate_assignment`` reads
-them too. The student version replaces every marked region with ``# YOUR CODE HERE`` and
+does, ``### BEGIN SOLUTION`` ... ``### END SOLUTION``, and carry nbgrader's cell metadata (solution
+cells; each check a locked autograded cell), so nbgrader's ``generate_assignment`` reads them too
+and writes the same student cells. The student version replaces every marked region with ``# YOUR CODE HERE`` and
 ``raise NotImplementedError()`` at the region's indentation, clears outputs, and tags the check
 cells ``raises-exception`` so that the notebook runs top to bottom, each check saying that its
 exercise is not done yet. The solution version drops the marks.

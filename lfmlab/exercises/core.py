@@ -93,11 +93,20 @@ def close(a: Any, b: Any, atol: float = 1e-5, rtol: float = 1e-4) -> bool:
     return a == b
 
 
+def _copy(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone().requires_grad_(value.requires_grad)
+    if isinstance(value, Mapping):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_copy(v) for v in value)
+    return value
+
+
 def _clone(case: Case) -> Case:
-    """A fresh copy of a case's tensors, so a function that writes into its inputs cannot change
-    what the next function sees."""
-    return {k: (v.detach().clone().requires_grad_(v.requires_grad) if isinstance(v, torch.Tensor) else v)
-            for k, v in case.items()}
+    """A fresh copy of a case's tensors (inside dicts and lists too), so that a function that
+    writes into its inputs cannot change what the next function sees."""
+    return {k: _copy(v) for k, v in case.items()}
 
 
 def _describe(case: Case) -> str:
@@ -105,12 +114,20 @@ def _describe(case: Case) -> str:
     for k, v in case.items():
         if isinstance(v, torch.Tensor):
             parts.append(f"{k}: {list(v.shape)}")
+        elif isinstance(v, Mapping):
+            inner = ", ".join(f"{n}: {list(t.shape)}" for n, t in v.items() if isinstance(t, torch.Tensor))
+            parts.append(f"{k}: {{{inner}}}")
         elif isinstance(v, (int, float, str, bool)):
             parts.append(f"{k}={v!r}")
     return ", ".join(parts)
 
 
 def _error(a: Any, b: Any) -> str:
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        if a.keys() != b.keys():
+            return f"the result has keys {sorted(a)}; expected {sorted(b)}"
+        wrong = [k for k in b if not close(a[k], b[k])]
+        return f"entry {wrong[0]!r}: {_error(a[wrong[0]], b[wrong[0]])}" if wrong else "a wrong entry"
     if isinstance(a, tuple) and isinstance(b, tuple) and len(a) == len(b) and len(a) > 1:
         if not close(a[0], b[0]):
             return _error(a[0], b[0])

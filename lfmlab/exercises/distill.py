@@ -106,9 +106,12 @@ BN_LOSS = Exercise(
     name="bn_loss", section=SECTION, title="DeepInversion's BatchNorm-statistics loss", difficulty=2,
     minutes=15,
     equation=r"\mathcal{R}_{feature}(\hat x) = \big\|\mu(\hat x) - \mathbb{E}[\mu]\big\|_2^2"
-             r" + \big\|\sigma(\hat x) - \mathbb{E}[\sigma]\big\|_2^2",
+             r" + \big\|\sigma(\hat x) - \mathbb{E}[\sigma]\big\|_2^2"
+             r"\quad\text{(lfmlab's form of eq. 4: the paper compares variances with plain norms)}",
     stub='''def bn_loss(h, running_mean, running_var, eps):
-    """One BatchNorm layer's term of DeepInversion's feature loss (Yin et al. 2020, eq. 4).
+    """One BatchNorm layer's term of DeepInversion's feature loss, in lfmlab's form of Yin et al.
+    (2020), eq. 4: standard deviations and squared norms (the paper writes variances and plain L2
+    norms; both pull the batch's statistics onto the stored ones).
 
     h [N, C, ...]: the layer's input for a batch of synthetic images; running_mean,
     running_var [C]: the statistics the layer stored in training; eps: its ε. The batch's
@@ -129,9 +132,11 @@ BN_LOSS = Exercise(
     mistakes={
         "the unbiased variance: BatchNorm's batch statistics use the biased one (unbiased=False)":
             lambda **kw: _bn_wrong(**kw, unbiased=True),
-        "variances compared; eq. 4 compares standard deviations, sqrt(var + ε)":
+        "variances compared (as the paper writes eq. 4); this loss, lfmlab's form, compares standard "
+        "deviations, sqrt(var + ε)":
             lambda **kw: _bn_wrong(**kw, std=False),
-        "a mean over channels; eq. 4 sums the squared differences (a squared L2 norm)":
+        "a mean over channels; this loss sums the squared differences over channels (a squared L2 "
+        "norm)":
             lambda **kw: _bn_wrong(**kw, reduce=torch.mean),
     },
 )

@@ -70,6 +70,8 @@ ROME = Exercise(
     covariance of keys at this layer; k_star [d_in]: the subject's key (averaged over prefixes);
     k [d_in]: the bare prompt's key; v_star [d_out]: the value that makes the model say the new
     object. Returns ΔW [d_in, d_out] of rank one such that k @ (W + ΔW) + bias equals v_star.
+    (Eq. 2 writes k* everywhere; ROME's code, and lfmlab, take the residual and the denominator
+    at the bare prompt's key k, the direction from k*.)
     """
 ''',
     body='''    u = torch.linalg.solve(C, k_star)                       # C⁻¹ k*
@@ -89,6 +91,9 @@ ROME = Exercise(
             lambda **kw: _rome_wrong(**kw, residual=False),
         "the denominator (k · u) is missing: without it the edited layer does not map k to v*":
             lambda **kw: _rome_wrong(**kw, denominator=False),
+        "k* used for the residual and the denominator, as eq. 2 writes it; ROME's code (and this "
+        "exercise) take both at the bare prompt's key k, and only the direction from k*":
+            lambda **kw: _rome_wrong(**{**kw, "k": kw["k_star"]}),
     },
     atol=1e-4,
 )

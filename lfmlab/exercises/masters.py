@@ -66,7 +66,8 @@ x = torch.randn(10, 8, generator=g)
 perm = torch.randperm(32, generator=g)
 out = torch.relu(x @ W1.T + b1) @ W2.T
 permuted = torch.relu(x @ W1[perm].T + b1[perm]) @ W2[:, perm].T
-print(f"largest difference after permuting the hidden units: {(out - permuted).abs().max():.1e}")
+print(f"largest difference after permuting the hidden units: {(out - permuted).abs().max():.1e}",
+      "| allclose:", torch.allclose(out, permuted, atol=1e-5))
 recovered = exercises.solution("weight_matching_layer")(W1, W1[perm])
 found = bool((perm[recovered] == torch.arange(32)).all())
 print("weight matching recovers the permutation:", found)
@@ -80,15 +81,17 @@ print("weight matching recovers the permutation:", found)
 
 
 g = torch.Generator().manual_seed(SEED)
+scale = torch.tensor([0.5, 1.0, 3.0])                       # features of unequal size
 task = dict(params={"w": torch.randn(3, 1, generator=g), "b": torch.zeros(1)}, lr=0.1,
-            support_x=torch.randn(10, 3, generator=g) * 2,
+            support_x=torch.randn(10, 3, generator=g) * scale,
             support_y=torch.randn(10, 1, generator=g),
-            query_x=torch.randn(10, 3, generator=g) * 2,
+            query_x=torch.randn(10, 3, generator=g) * scale,
             query_y=torch.randn(10, 1, generator=g))
 exact, approx = exercises.solution("maml_meta_gradient")(**task), first_order(**task)
 cos = torch.cosine_similarity(exact["w"].flatten(), approx["w"].flatten(), dim=0)
 print(f"exact ∇w {exact['w'].flatten().tolist()}\\nFOMAML  {approx['w'].flatten().tolist()}")
-print(f"cosine between them: {cos:.3f}")
+ratio = exact["w"].norm() / approx["w"].norm()
+print(f"cosine between them: {cos:.3f}, norm ratio exact/FOMAML: {ratio:.2f}")
 ''',
     "07": '''g = torch.Generator().manual_seed(SEED)
 keys = torch.randn(200, 12, generator=g)
@@ -122,8 +125,11 @@ def _md(text: str) -> dict:
     return {"cell_type": "markdown", "metadata": {}, "source": _source(_wrap(text))}
 
 
-def _code(text: str, tags: tuple[str, ...] = ()) -> dict:
+def _code(text: str, tags: tuple[str, ...] = (), nbgrader: dict | None = None) -> dict:
     meta = {"tags": list(tags)} if tags else {}
+    if nbgrader is not None:   # nbgrader's cell metadata (schema 3): solution and autograded cells
+        meta["nbgrader"] = {"schema_version": 3, "solution": False, "grade": False, "locked": False,
+                            "task": False, **nbgrader}
     return {"cell_type": "code", "execution_count": None, "metadata": meta, "outputs": [],
             "source": _source(text.rstrip("\n"))}
 
@@ -174,10 +180,12 @@ def notebook(section: str) -> dict:
             _md(f"## {i}. {ex.title}\n\n**Difficulty** {STARS[ex.difficulty]} · **time** "
                 f"~{ex.minutes} min\n\n$$\n{ex.equation}\n$$\n\nFill in `{ex.function_name}` "
                 f"below (its docstring gives the shapes), run the cell, then run the check."),
-            _code(ex.source(solution=True)),
+            _code(ex.source(solution=True), nbgrader={"solution": True, "grade_id": f"{name}_solution"}),
             _md(f"<details><summary>Hint 1</summary>\n\n{hint1}\n\n</details>\n\n"
                 f"<details><summary>Hint 2</summary>\n\n{hint2}\n\n</details>"),
-            _code(f'exercises.check("{name}", {ex.function_name})', ("check",)),
+            _code(f'exercises.check("{name}", {ex.function_name})', ("check",),
+                  nbgrader={"grade": True, "locked": True, "points": ex.difficulty,
+                            "grade_id": f"{name}_check"}),
         ]
     cells.append(_md("## What next\n\nEach function here is the heart of a method that notebook "
                      f"{section} runs on a real model: open it and find your function at work. "

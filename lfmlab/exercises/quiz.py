@@ -44,7 +44,7 @@ QUIZZES = {q.section: q for q in [
     )),
     Quiz("04", "You raise the distillation temperature from T = 1 to T = 10 and drop the T² factor. "
                "The gradient reaching the student's logits…", (
-        Option("shrinks by tens of times, approaching T² = 100× as T grows", True,
+        Option("shrinks about 70×; for large T it falls as 1/T²", True,
                "The softened targets differ less, and each logit is divided by T: for large T the "
                "gradient falls as 1/T². Hinton et al. multiply the loss by T² to undo exactly this."),
         Option("stays the same: temperature only changes the targets", False,
@@ -54,12 +54,12 @@ QUIZZES = {q.section: q for q in [
     )),
     Quiz("05", "You permute the hidden units of an MLP (rows of the first layer, columns of the next). "
                "Its outputs…", (
-        Option("do not change at all", True,
+        Option("stay the same, up to float rounding", True,
                "The same units compute the same things in another order, and the next layer reads them "
                "in that order: this symmetry is why two trained networks must be aligned (Git Re-Basin) "
                "before their weights are averaged."),
-        Option("change a little: the order of a sum changes the rounding", False,
-               "At most in the last bits; the function is the same."),
+        Option("stay the same only if the biases are left in place", False,
+               "A bias belongs to its unit: it must move with the unit's row, or the outputs change."),
         Option("change completely, like a new random network", False,
                "Only if one layer is permuted without the matching change in the next."),
     )),

@@ -140,7 +140,8 @@ BM25 = Exercise(
     tf [N, W]: how often each of W words occurs in each of N documents. Returns [N, W]: each
     document-word weight; a query's score for a document is the sum of its words' weights.
     |d| is a document's length in words (the row sum), avgdl the mean length, n_t the number of
-    documents that contain word t.
+    documents that contain word t. The idf is ln(1 + ...), Lucene's form (Robertson & Zaragoza
+    write it without the 1 +, which turns negative for common words).
     """
 ''',
     body='''    n_docs = tf.shape[0]

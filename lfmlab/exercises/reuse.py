@@ -100,6 +100,8 @@ MATCH = Exercise(
     w_a, w_b [units, d_in]: the incoming weights of the same layer in models A and B. Returns the
     permutation perm [units] (long) of B's units that makes w_b[perm] most similar to w_a: the
     maximum of Σ_i <w_a[i], w_b[perm[i]]> over permutations (a linear assignment problem).
+    (For a hidden layer, Git Re-Basin adds the next layer's outgoing weights to the score and
+    iterates over layers; this is one layer's step.)
     """
 ''',
     body='''    from scipy.optimize import linear_sum_assignment

@@ -150,16 +150,17 @@ class Panel(HasTraits):
         self.busy = True
         self.message = "running…"
         start = time.perf_counter()
-        try:
-            result = self.compute()
-            summary = self.summary(result)  # inside the guard: a result that cannot be read is no result
-        except Exception as err:  # never let a callback kill the kernel: show it instead
-            return self.report(err)
+        try:   # the final message is set before busy clears, so the view never shows a stale "running…"
+            try:
+                result = self.compute()
+                summary = self.summary(result)  # inside the guard: a result that cannot be read is no result
+            except Exception as err:  # never let a callback kill the kernel: show it instead
+                return self.report(err)
+            self.result = result
+            self.ok = True
+            self.message = f"{summary} ({time.perf_counter() - start:.1f}s)"
         finally:
             self.busy = False
-        self.result = result
-        self.ok = True
-        self.message = f"{summary} ({time.perf_counter() - start:.1f}s)"
         try:
             self.render(result)
         except Exception as err:  # noqa: BLE001  (shown, never raised into the kernel)
