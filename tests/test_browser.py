@@ -90,10 +90,10 @@ def smoke_copy(src: Path, folder: Path) -> Path:
 class Server:
     """A Jupyter server (JupyterLab or Voila) from the project's environment on a free port."""
 
-    def __init__(self, args: list[str], folder: Path, ready_path: str, name: str):
+    def __init__(self, args: list[str], folder: Path, ready_path: str, name: str, offline: bool = True):
         self.port, self.folder, self.name = free_port(), folder, name
         env = dict(os.environ)
-        env.update(JUPYTER_PREFER_ENV_PATH="1", HF_HUB_OFFLINE="1", PYDEVD_DISABLE_FILE_VALIDATION="1",
+        env.update(JUPYTER_PREFER_ENV_PATH="1", PYDEVD_DISABLE_FILE_VALIDATION="1",
                    JUPYTERLAB_WORKSPACES_DIR=str(folder / ".workspaces"), OMP_WAIT_POLICY="PASSIVE",
                    PATH=str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", ""))
         settings = folder / ".lab-settings" / "@jupyterlab" / "apputils-extension"
@@ -101,7 +101,12 @@ class Server:
         (settings / "notification.jupyterlab-settings").write_text(
             json.dumps({"fetchNews": "false", "checkForUpdates": False}))
         env["JUPYTERLAB_SETTINGS_DIR"] = str(folder / ".lab-settings")
-        env.pop("LFMLAB_HEADLESS", None)          # a browser is watching: show progress as a user sees it
+        env.pop("LFMLAB_HEADLESS", None)
+        env.pop("HF_HUB_OFFLINE", None)
+        if offline:
+            env["HF_HUB_OFFLINE"] = "1"
+        else:   # online mode, with a hub that does not answer (a closed local port): nothing downloads
+            env["HF_ENDPOINT"] = f"http://127.0.0.1:{free_port()}"          # a browser is watching: show progress as a user sees it
         self.log_path = folder / f"{name}.log"
         self.log = open(self.log_path, "w")
         cmd = [sys.executable, "-m", *args, "--no-browser", f"--port={self.port}"]
@@ -219,13 +224,13 @@ KERNEL_IDLE_JS = ("() => { const w = window.jupyterapp && window.jupyterapp.shel
 
 
 @contextmanager
-def lab_run_all(browser, nb: Path):
+def lab_run_all(browser, nb: Path, offline: bool = True):
     """JupyterLab on ``nb``'s folder; open ``nb``, Run All, wait until every cell has run; yield
     (page, seconds). Asserts that every code cell got an execution count."""
     lab = Server(["jupyterlab", f"--ServerApp.root_dir={nb.parent}", f"--IdentityProvider.token={TOKEN}",
                   "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None",
                   "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
-                 nb.parent, f"/api/status?token={TOKEN}", "jupyterlab")
+                 nb.parent, f"/api/status?token={TOKEN}", "jupyterlab", offline=offline)
     page = new_page(browser)
     try:
         page.goto(f"{lab.base}/lab/tree/{nb.name}?token={TOKEN}", timeout=120_000)
@@ -254,8 +259,12 @@ def lab_run_all(browser, nb: Path):
 
 def test_jupyterlab_notebook_01_runs_and_the_probe_panel_answers(browser, tmp_path):
     nb = smoke_copy(ROOT / "notebooks" / "01_learn_from_model.ipynb", tmp_path)
-    with lab_run_all(browser, nb) as (page, seconds):
+    # as a learner runs it: HF_HUB_OFFLINE unset, so the gpt2 cell really tries the hub, here one
+    # that does not answer; it must fail fast with lfmlab's own message and no retry noise
+    with lab_run_all(browser, nb, offline=False) as (page, seconds):
         print(f"notebook 01 (smoke) ran in JupyterLab in {seconds:.0f} s")
+        text = page.inner_text(".jp-Notebook")
+        assert "offline:" in text and "Retry" not in text and "Name or service not known" not in text
         errors = page.locator("[data-mime-type='application/vnd.jupyter.stderr']").all_inner_texts()
         tracebacks = [e for e in errors if "Traceback" in e or "Error" in e.split("\n")[0]]
         assert not tracebacks, f"Run All stopped on an error: {tracebacks[:1]}"
