@@ -101,12 +101,12 @@ class Server:
         (settings / "notification.jupyterlab-settings").write_text(
             json.dumps({"fetchNews": "false", "checkForUpdates": False}))
         env["JUPYTERLAB_SETTINGS_DIR"] = str(folder / ".lab-settings")
-        env.pop("LFMLAB_HEADLESS", None)
+        env.pop("LFMLAB_HEADLESS", None)    # a browser is watching: show progress as a user sees it
         env.pop("HF_HUB_OFFLINE", None)
         if offline:
             env["HF_HUB_OFFLINE"] = "1"
         else:   # online mode, with a hub that does not answer (a closed local port): nothing downloads
-            env["HF_ENDPOINT"] = f"http://127.0.0.1:{free_port()}"          # a browser is watching: show progress as a user sees it
+            env["HF_ENDPOINT"] = f"http://127.0.0.1:{free_port()}"
         self.log_path = folder / f"{name}.log"
         self.log = open(self.log_path, "w")
         cmd = [sys.executable, "-m", *args, "--no-browser", f"--port={self.port}"]
