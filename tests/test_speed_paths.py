@@ -79,10 +79,21 @@ def test_bbt_scores_in_chunks_with_the_same_numbers():
     prompts = torch.randn(5, 3, base.config.n_embd, generator=g) * 0.02
     counter = bbt.CallCounter(model.base)
     chunked = bbt.population_losses(model, prompts, batch, rows=12)     # 2 candidates a call
-    assert counter.calls == 3 and counter.rows == 5 * 6
+    assert counter.calls == 3 and counter.rows == 5 * 6 and counter.prefix_calls == 3
     single = bbt.population_losses(model, prompts, batch, batched=False)
-    counter.close()
     torch.testing.assert_close(chunked, single, atol=1e-5, rtol=1e-5)
+    # groups of 4 examples sorted by length (rows 3-5 need fewer positions), 3 candidates a call
+    counter.calls = counter.rows = counter.prefix_calls = 0
+    grouped = bbt.population_losses(model, prompts, batch, rows=12, group=4)
+    assert (counter.calls, counter.rows, counter.prefix_calls) == (2 * 2, 5 * 6, 2)
+    counter.close()
+    torch.testing.assert_close(grouped, single, atol=1e-5, rtol=1e-5)
+    labels = batch.labels.clone()
+    labels[0] = -100                                  # an example without answer tokens scores 0
+    empty = lm.PairBatch(batch.input_ids, mask, labels, batch.prompt_len)
+    torch.testing.assert_close(bbt.population_losses(model, prompts, empty, group=1),
+                               bbt.population_losses(model, prompts, empty, batched=False),
+                               atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("n,k,kc", [(5000, 8, 1024), (4099, 3, 700), (300, 8, 8192), (1000, 1, 64)])

@@ -24,10 +24,15 @@ Simplified here (Sun et al. 2022 use a 1024-dimensional RoBERTa/GPT-2 embedding,
 8,000 API calls, and BBTv2 adds deep prompts in every layer): a small k, population and budget,
 the soft prompt only at the input, and the loss is the answer cross-entropy (no verbaliser).
 
-Speed: the population is scored in **batched forward passes** — λ prompts x B examples as λ·B
-rows, each row with its own soft prompt, at most 256 rows a call, with the LM head applied at the
-answer positions only (:func:`population_losses`). ``batched=False`` scores candidates one full
-call each (the reference, for the benchmark). Every model call is counted.
+Speed: the population is scored in **batched forward passes** (:func:`population_losses`). The
+soft prompt comes first and attends to nothing after it, so its keys and values are computed once
+per candidate and shared by that candidate's B examples (a key/value cache), instead of once per
+example; the examples are sorted by length and scored in groups of 8, each group cut to the
+positions it needs, against a few candidates at once (about 64 rows a call: on a CPU larger calls
+are slower, their activations no longer fit in the cache); and the LM head is applied at the
+answer positions only. ``batched=False`` scores candidates one full call each (the reference, for
+the benchmark). Every model call is counted (the prompt-only passes apart, see
+:class:`CallCounter`).
 """
 from __future__ import annotations
 
@@ -39,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lfmlab.core import lm
 from lfmlab.core.params import count, frozen_copy
 from lfmlab.tuning.prompt import SoftPrompt, SoftPromptLM, init_prompt
 from lfmlab.tuning.tasks import row_losses
@@ -48,14 +54,21 @@ __all__ = ["CallCounter", "Projection", "population_losses", "bbt", "random_sear
 
 
 class CallCounter:
-    """Counts forward calls of a model and the rows (sequences) they scored."""
+    """Counts forward calls of a model and the rows (sequences) they scored.
+
+    A pass given no attention mask that asks for a key/value cache only encodes soft prompts for
+    later calls to read (:func:`population_losses`): it scores no sequence, and it is counted in
+    ``prefix_calls``, not in ``calls`` or ``rows``."""
 
     def __init__(self, model: nn.Module):
-        self.calls, self.rows = 0, 0
+        self.calls, self.rows, self.prefix_calls = 0, 0, 0
         body = getattr(model, "base_model", model)  # every call, with or without the LM head, runs the body once
         self._handle = body.register_forward_pre_hook(self._hook, with_kwargs=True)
 
     def _hook(self, module, args, kwargs):
+        if kwargs.get("attention_mask") is None and kwargs.get("use_cache"):
+            self.prefix_calls += 1
+            return
         x = kwargs.get("inputs_embeds", kwargs.get("input_ids", args[0] if args else None))
         self.calls += 1
         self.rows += int(x.shape[0]) if x is not None else 0
@@ -88,34 +101,52 @@ class Projection:
 
 @torch.no_grad()
 def population_losses(model: SoftPromptLM, prompts: torch.Tensor, batch, batched: bool = True,
-                      rows: int = 256) -> torch.Tensor:
+                      rows: int = 64, group: int = 8) -> torch.Tensor:
     """Mean target loss of each candidate prompt [λ] on a PairBatch of B examples.
 
-    ``batched``: row i·B + b = (prompt i, example b), in forward passes of at most ``rows`` rows
-    (whole candidates), and the LM head is applied at the answer positions only: the [rows, T, V]
-    logits a full head would write are what made one large call slower than many small ones on
-    a CPU. ``batched=False``: one full call per candidate (the reference; same numbers).
+    ``batched``: for ``rows // group`` candidates at a time, one prompt-only pass gives each
+    prompt's keys and values; then each group of ``group`` examples (sorted by length, cut to the
+    last position a label needs) is scored against all of them in one call of up to ``rows`` rows,
+    reading the prompt from that cache, with the LM head at the answer positions only. The same
+    numbers as a full forward pass per row (tested), for the examples' tokens only.
+    ``batched=False``: one full call per candidate (the reference).
     """
     lam, B = prompts.shape[0], batch.input_ids.shape[0]
     if not batched:
         return torch.stack([row_losses(model(batch.input_ids, batch.attention_mask, prompt=p).logits,
                                        batch.labels).mean() for p in prompts])
+    from transformers import DynamicCache
+
     labels = batch.labels[:, 1:]                  # position t predicts token t + 1
-    row, col = (labels != -100).nonzero(as_tuple=True)
-    per_row = torch.zeros(B, device=labels.device).index_add_(0, row, torch.ones_like(row, dtype=torch.float))
-    head = model.base.get_output_embeddings()
-    per = max(1, rows // B)                       # candidates per call
-    out = []
+    answer = labels != -100
+    positions = torch.arange(1, labels.shape[1] + 1, device=labels.device)
+    need = (answer * positions).amax(1)           # input positions each example needs
+    order = need.argsort(stable=True)
+    groups = [order[i:i + group] for i in range(0, B, max(1, group))]
+    per = max(1, rows // max(1, min(group, B)))   # candidates per call
+    body, head = model.base.base_model, model.base.get_output_embeddings()
+    key = lm.cache_kwarg(body)
+    emb = model.base.get_input_embeddings()(batch.input_ids)                  # [B, T, d]
+    total = torch.zeros(lam, B, device=labels.device)
     for i in range(0, lam, per):
-        P = prompts[i:i + per]
-        c = P.shape[0]
-        h = model(batch.input_ids.repeat(c, 1), batch.attention_mask.repeat(c, 1),
-                  prompt=P.repeat_interleave(B, dim=0), hidden_only=True)    # [c·B, T, d]
-        h = h.view(c, B, *h.shape[1:])[:, row, col]                          # [c, answer tokens, d]
-        nll = F.cross_entropy(head(h).float().transpose(1, 2), labels[row, col].expand(c, -1),
-                              reduction="none")                            # [c, answer tokens]
-        out.append((torch.zeros(c, B, device=nll.device).index_add_(1, row, nll) / per_row.clamp_min(1)).mean(1))
-    return torch.cat(out)
+        P = prompts[i:i + per].to(emb.dtype)
+        c, n = P.shape[:2]
+        kv = [(layer.keys, layer.values) for layer in lm.output_cache(body(inputs_embeds=P, use_cache=True)).layers]
+        for G in groups:
+            L, m = int(need[G].max()), len(G)
+            if L == 0:
+                continue
+            cache = DynamicCache([(k.repeat_interleave(m, 0), v.repeat_interleave(m, 0)) for k, v in kv])
+            mask = batch.attention_mask[G, :L]
+            mask = torch.cat([mask.new_ones(c * m, n), mask.repeat(c, 1)], 1)
+            h = body(inputs_embeds=emb[G, :L].repeat(c, 1, 1), attention_mask=mask, use_cache=False,
+                     **{key: cache}).last_hidden_state                      # [c·m, L, d]
+            r, t = answer[G, :L].nonzero(as_tuple=True)
+            h = h.view(c, m, L, -1)[:, r, t]                                # [c, answer tokens, d]
+            nll = F.cross_entropy(head(h).float().transpose(1, 2), labels[G][r, t].expand(c, -1),
+                                  reduction="none")                         # [c, answer tokens]
+            total[i:i + c].index_add_(1, G[r], nll)
+    return (total / answer.sum(1).clamp_min(1)).mean(1)
 
 
 def _setup(model: nn.Module, data, n_tokens: int, k: int, examples: int, seed: int):
