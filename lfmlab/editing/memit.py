@@ -46,6 +46,8 @@ from lfmlab.zoo.layers import as_weight_layout, layers
 @dataclass
 class MemitConfig(rome.RomeConfig):
     edit_layers: tuple[int, ...] = (0, 1, 2, 3)
+    v_steps: int = 40               # the targets z on the residual stream: as measured for them
+    v_lr: float = 1.0
     mom2_weight: float = (
         100.0  # λ: weight of the old keys (C = E[kkᵀ]); ~1e4 suits GPT-J's 16k-dim keys, 100 world-lm's 512
     )

@@ -58,7 +58,7 @@ def _delta(name: str, bench: Workbench, edit: Callable) -> Editor:
 
 def _rome(name: str, anchored: bool) -> Callable[[Workbench, Any], Editor]:
     def make(bench: Workbench, cfg: rome.RomeConfig | None) -> Editor:
-        cfg = cfg or rome.RomeConfig(layer=bench.layer, seed=bench.seed, anchor_same_subject=anchored)
+        cfg = cfg or rome.RomeConfig(layer=bench.layer, seed=bench.seed, **(rome.ANCHORED if anchored else {}))
         return _delta(name, bench, lambda r: rome.edit(bench.model, bench.tokenizer, r, cfg,
                                                        cov=bench.covariance(cfg.layer),
                                                        prefixes=bench.random_prefixes()))
