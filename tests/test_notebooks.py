@@ -72,6 +72,10 @@ def test_every_notebook_declares_the_standard_parameters(path):
     section = path.parent.name == "notebooks"
     required = {"SMOKE", "DEVICE"} | ({"SEED", "FULL"} if section else set())
     assert required <= declared, f"{path.name} declares {sorted(declared)}"
+    cell = next(c for c in json.loads(path.read_text())["cells"] if "parameters" in c["metadata"].get("tags", []))
+    assigned = {line.split("=")[0].strip() for line in "".join(cell["source"]).splitlines()
+                if line[:1].isalpha() and "=" in line}
+    assert assigned <= declared, f"{path.name}: papermill cannot parse {sorted(assigned - declared)}"
     if section:
         header = "".join(json.loads(path.read_text())["cells"][0]["source"])
         times = header[header.find("**Run time**"):]
