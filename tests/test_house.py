@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1] / "lfmlab"
 AREAS = ("tuning", "retrieval", "distill", "reuse", "meta", "editing")
 FLOOR = ("core", "zoo", "data", "runtime", "progress", "validate", "claims")
 TOP = ("ui",)
+COMPOSE = ("arena", "exercises")  # above the areas, below ui (DESIGN.md §1)
 
 
 def _module_name(path: Path) -> str:
@@ -72,6 +73,8 @@ def test_layers_point_down():
                 wrong.append(f"{mod} -> {t} (an area imports only the floor and itself)")
             if a in FLOOR and b not in FLOOR:
                 wrong.append(f"{mod} -> {t} (the floor imports no area and no ui)")
+            if a in COMPOSE and b in TOP:
+                wrong.append(f"{mod} -> {t} (the arena and the exercises sit below ui)")
     assert not wrong, "\n".join(sorted(wrong))
 
 

@@ -277,6 +277,13 @@ class World:
             raise ValueError(f"{subject!r} already has {relation} {fact.object!r}: choose a different new object.")
         return self._edit_request(fact, random.Random(seed), n_neighbours, target_new.strip())
 
+    def edit_request_for(self, fact: Fact, n_neighbours: int = 10, seed: int = 0,
+                         exclude: set[str] | frozenset[str] = frozenset()) -> EditRequest:
+        """The prompts of a request about ``fact`` (edit prompt, paraphrases, neighbourhood without
+        the subjects in ``exclude``, the subject's other train facts), with ``target_true`` and
+        ``target_new`` both its object, for the caller to set (the arena's *add* job)."""
+        return self._edit_request(fact, random.Random(seed), n_neighbours, fact.object, exclude=set(exclude))
+
     def _edit_request(self, fact: Fact, rng: random.Random, n_neighbours: int,
                       target_new: str | None = None, exclude: set[str] = frozenset()) -> EditRequest:
         rel = fact.relation

@@ -67,14 +67,16 @@ def _rome(name: str, anchored: bool) -> Callable[[Workbench, Any], Editor]:
 
 def _memit(bench: Workbench, cfg: memit.MemitConfig | None) -> Editor:
     cfg = cfg or memit.MemitConfig(edit_layers=tuple(range(bench.layer, bench.layer + 4)), seed=bench.seed)
+    # every edited layer's C from the unedited model, computed once (MEMIT's second-moment
+    # statistics are the pretrained model's); a sequential edit must not re-estimate them
     return _delta("MEMIT", bench, lambda r: memit.edit(bench.model, bench.tokenizer, [r], cfg,
-                                                       covs={bench.layer: bench.covariance(bench.layer)},
+                                                       covs={k: bench.covariance(k) for k in cfg.edit_layers},
                                                        prefixes=bench.random_prefixes()))
 
 
 def _alphaedit(bench: Workbench, cfg: alphaedit.AlphaEditConfig | None) -> Editor:
     cfg = cfg or alphaedit.AlphaEditConfig(edit_layers=tuple(range(bench.layer, bench.layer + 4)), seed=bench.seed)
-    editor = alphaedit.AlphaEdit(bench.model, bench.tokenizer, cfg, {bench.layer: bench.covariance(bench.layer)},
+    editor = alphaedit.AlphaEdit(bench.model, bench.tokenizer, cfg, {k: bench.covariance(k) for k in cfg.edit_layers},
                                  bench.random_prefixes())
     return DeltaEditor("AlphaEdit", bench.model, editor, reset=editor.reset)
 

@@ -1,0 +1,123 @@
+"""The arena's two jobs on world-lm: *change* facts it knows, *add* facts it does not know.
+
+Both give :class:`Update` objects, one per fact, graded the same way
+(:mod:`lfmlab.arena.scorer`, the metric names of notebook 07):
+
+* **change** (:func:`change`): CounterFact-style counterfactuals on *train* facts, which world-lm
+  recalls: make it say ``target_new`` (another object of the relation) instead of the true
+  object, as in :meth:`lfmlab.data.world.World.edit_requests`;
+* **add** (:func:`add`): *held-out* facts, which world-lm never read in pretraining. Only those it
+  gets wrong are used: ``target_new`` is the true object and ``target_true`` is what the model
+  believes now, the object of the relation it scores highest. "P(new) > P(true)" then reads "the
+  model now prefers the fact to its old belief".
+
+Every update carries, beyond the request a weight editor needs:
+
+* ``sentence``: the fact as one sentence under train template 1, which no metric scores (what a
+  text-only contestant stores, retrieves or trains on);
+* ``more_sentences``: the same fact under the other unscored train templates (fine-tuning with
+  paraphrases);
+* ``portability``: question forms ("Q: What is the capital of Peru? A:") whose answer is the
+  new object. world-lm never saw a question in pretraining, so the unedited model's score on
+  them is reported beside every contestant's.
+
+No contestant sees a prompt it is graded on: the edit prompt and neighbourhood use train
+template 0, paraphrases the held-out templates, the sentences train templates 1 to 3.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, replace
+
+import torch
+from torch import nn
+
+from lfmlab.core.types import Tokenizer
+from lfmlab.data.world import EditRequest, Fact, World, fill
+from lfmlab.editing.metrics import pair_stats
+
+__all__ = ["JOBS", "Update", "change", "add", "qa_prompt", "updates"]
+
+JOBS = ("change", "add")
+
+
+def qa_prompt(question: str) -> str:
+    """The question form of a fact: ``"Q: What is the capital of Peru? A:"``."""
+    return f"Q: {question} A:"
+
+
+@dataclass(frozen=True)
+class Update:
+    """One fact to put into the model, and everything the scorer grades it on."""
+
+    job: str
+    request: EditRequest
+    sentence: str
+    more_sentences: tuple[str, ...]
+    portability: tuple[tuple[str, str], ...]
+
+    @property
+    def subject(self) -> str:
+        return self.request.subject
+
+
+def _update(world: World, job: str, request: EditRequest) -> Update:
+    r = request
+    fact = Fact(r.subject, r.relation, r.target_new, "train")
+    templates = world.templates[r.relation]["train"]
+    sentences = [world.sentence(fact, i) for i in range(world.UNSCORED_TEMPLATE, len(templates))]
+    questions = tuple((qa_prompt(fill(q, r.subject)), r.target_new) for q in world.questions[r.relation])
+    return Update(job, r, sentences[0], tuple(sentences[1:]), questions)
+
+
+def change(world: World, n: int, seed: int = 0, n_neighbours: int = 10) -> list[Update]:
+    """``n`` counterfactual updates of known (train) facts, distinct subjects; the same for a seed."""
+    return [_update(world, "change", r) for r in world.edit_requests(n, seed=seed, n_neighbours=n_neighbours)]
+
+
+@torch.no_grad()
+def beliefs(model: nn.Module, tokenizer: Tokenizer, world: World, facts: list[Fact]) -> list[str]:
+    """For each fact, the object of its relation that ``model`` scores highest after its prompt
+    (summed log-probability, one batched pass per relation)."""
+    out: dict[int, str] = {}
+    for relation in sorted({f.relation for f in facts}):
+        objects = world.objects(relation)
+        mine = [i for i, f in enumerate(facts) if f.relation == relation]
+        prompts = [world.prompt(facts[i].subject, relation) for i in mine for _ in objects]
+        lp = pair_stats(model, tokenizer, prompts, objects * len(mine)).logprob.view(len(mine), len(objects))
+        for row, i in enumerate(mine):
+            out[i] = objects[int(lp[row].argmax())]
+    return [out[i] for i in range(len(facts))]
+
+
+def add(model: nn.Module, tokenizer: Tokenizer, world: World, n: int, seed: int = 0,
+        n_neighbours: int = 10) -> list[Update]:
+    """``n`` updates that teach held-out facts ``model`` gets wrong (distinct subjects; the same
+    for a seed and model). ValueError when fewer such facts exist."""
+    pool = world.facts_of(split="heldout")
+    if n < 0 or n > len({f.subject for f in pool}):
+        raise ValueError(f"asked for {n} facts to add, but there are held-out facts of only "
+                         f"{len({f.subject for f in pool})} subjects; choose n between 0 and that")
+    random.Random(seed).shuffle(pool)
+    believed = beliefs(model, tokenizer, world, pool)
+    chosen, seen = [], set()
+    for fact, belief in zip(pool, believed):
+        if belief != fact.object and fact.subject not in seen:
+            seen.add(fact.subject)
+            chosen.append((fact, belief))
+    if n < 0 or n > len(chosen):
+        raise ValueError(f"asked for {n} facts to add, but the model gets only {len(chosen)} held-out facts "
+                         f"of distinct subjects wrong; choose n between 0 and {len(chosen)}")
+    out = []
+    for i, (fact, belief) in enumerate(chosen[:n]):
+        request = world.edit_request_for(fact, n_neighbours=n_neighbours, seed=seed + i, exclude=seen)
+        out.append(_update(world, "add", replace(request, target_true=belief, target_new=fact.object)))
+    return out
+
+
+def updates(job: str, model: nn.Module, tokenizer: Tokenizer, world: World, n: int, seed: int = 0) -> list[Update]:
+    """The updates of one job by name (``"change"`` or ``"add"``)."""
+    if job not in JOBS:
+        raise ValueError(f"unknown job {job!r}: choose 'change' (counterfactuals of known facts) or "
+                         "'add' (held-out facts the model does not know)")
+    return change(world, n, seed) if job == "change" else add(model, tokenizer, world, n, seed)

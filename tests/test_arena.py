@@ -1,0 +1,186 @@
+"""The knowledge-update arena: the jobs pick the right facts, the scorer computes what it says
+(hand-computed cases), every contestant leaves world-lm unchanged, and bad input is refused."""
+import copy
+from contextlib import contextmanager
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+from lfmlab import arena
+from lfmlab.arena import contestants, jobs, scorer
+from lfmlab.editing import registry
+from lfmlab.editing.base import EditResult
+from lfmlab.editing.editor import DeltaEditor, MemoryEditor
+
+
+@pytest.fixture(scope="module")
+def bench(wlm, W):
+    return registry.Workbench(wlm.model, wlm.tokenizer, W, layer=0)
+
+
+@pytest.fixture(scope="module")
+def changes(W):
+    return arena.change(W, 3, seed=5)
+
+
+class Uniform(nn.Module):
+    """Logits 0 everywhere: every token has probability 1/V."""
+
+    def __init__(self, vocab: int):
+        super().__init__()
+        self.vocab = vocab
+        self.w = nn.Parameter(torch.zeros(1))
+
+    def forward(self, input_ids, attention_mask=None, **_):
+        return SimpleNamespace(logits=torch.zeros(*input_ids.shape, self.vocab))
+
+
+class Nothing(contestants.Contestant):
+    """The null contestant: holds updates, changes nothing."""
+
+    name = "no update"
+
+    def __init__(self, model):
+        self.model, self.held = model, []
+
+    def add(self, update):
+        self.held.append(update)
+
+    @contextmanager
+    def edited(self):
+        yield self.model
+
+    def clear(self):
+        self.held = []
+
+    def footprint(self):
+        return 0
+
+
+class Leaky(Nothing):
+    """A broken contestant: writes into the model and never takes it back."""
+
+    name = "leaky"
+
+    def add(self, update):
+        with torch.no_grad():
+            self.model.transformer.h[5].mlp.c_proj.bias.add_(1e-3)
+
+
+def test_change_job_carries_sentences_and_question_forms(W, changes):
+    for u in changes:
+        r = u.request
+        assert u.job == "change" and r.target_new != r.target_true
+        assert u.sentence.endswith(f"{r.target_new}.") and r.subject in u.sentence
+        assert u.sentence.rstrip(".") not in {f"{p} {r.target_new}" for p in (r.prompt, *r.paraphrase_prompts)}
+        assert u.portability and all(p.startswith("Q: ") and p.endswith(" A:") and o == r.target_new
+                                     for p, o in u.portability)
+        assert len(u.more_sentences) == len(W.templates[r.relation]["train"]) - 2
+
+
+def test_add_job_teaches_heldout_facts_the_model_gets_wrong(wlm, W):
+    ups = arena.add(wlm.model, wlm.tokenizer, W, 4, seed=1)
+    facts = [W.lookup(u.subject, u.request.relation) for u in ups]
+    assert all(f.split == "heldout" and u.request.target_new == f.object for f, u in zip(facts, ups))
+    believed = jobs.beliefs(wlm.model, wlm.tokenizer, W, facts)
+    assert [u.request.target_true for u in ups] == believed
+    assert all(b != f.object for b, f in zip(believed, facts))
+    assert len({u.subject for u in ups}) == 4
+
+
+def test_weights_hash_sees_one_changed_number(wlm):
+    m = copy.deepcopy(wlm.model)
+    h = scorer.weights_hash(m)
+    assert h == scorer.weights_hash(wlm.model)
+    with torch.no_grad():
+        m.transformer.h[0].mlp.c_fc.weight[3, 7] += 1e-6
+    assert scorer.weights_hash(m) != h
+
+
+def test_footprint_counts_deltas_and_memory_bytes(wlm):
+    delta = torch.zeros(4, 3)
+    ed = DeltaEditor("d", wlm.model, lambda r: EditResult({"transformer.h.0.mlp.c_proj.bias": delta}))
+    ed.deltas = {"a": torch.zeros(4, 3), "b": torch.zeros(5, dtype=torch.float64)}
+    assert scorer.footprint(ed) == 4 * 3 * 4 + 5 * 8
+
+    class Memory(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.base = wlm.model                         # a module: never counted
+            self.keys = torch.zeros(2, 5)                 # 40 bytes
+            self.answers = ["Lima", "Paris"]              # 4 + 5 bytes
+
+        def add(self, request):
+            pass
+
+        def clear(self):
+            pass
+
+    assert scorer.footprint(MemoryEditor("m", Memory())) == 40 + 9
+
+
+def test_perplexity_of_a_uniform_model_is_the_vocabulary_size(wlm):
+    ppl = scorer.perplexity(Uniform(1024), wlm.tokenizer, ["The capital of Peru is Lima.", "Oxygen has symbol O."])
+    assert ppl == pytest.approx(1024, rel=1e-5)
+
+
+def test_portability_hand_computed_on_a_uniform_model(wlm, W):
+    """Under a uniform model log P(answer) = -len(tokens) log V: the shorter answer wins."""
+    tok = wlm.tokenizer
+    u = arena.change(W, 1, seed=2)[0]
+    n_new = len(tok(" " + u.request.target_new, add_special_tokens=False)["input_ids"])
+    n_old = len(tok(" " + u.request.target_true, add_special_tokens=False)["input_ids"])
+    want = float(n_new < n_old)
+    assert scorer._portability(Uniform(1024), tok, [u]) == want
+
+
+def test_null_contestant_scores_as_the_unedited_model(wlm, W, changes):
+    card = scorer.score(Nothing(wlm.model), wlm.tokenizer, W, changes, "text only")
+    assert card.efficacy == 0.0 and card.neighbourhood == 1.0 and card.locality == 1.0
+    assert card.perplexity == card.perplexity_before and card.portability == card.portability_before
+    assert card.bytes_added == 0 and card.reversible == 1.0 and card.n == 3 and card.job == "change"
+
+
+def test_a_contestant_that_leaves_the_model_changed_is_not_reversible(wlm, W, changes):
+    m = copy.deepcopy(wlm.model)
+    card = scorer.score(Leaky(m), wlm.tokenizer, W, changes[:1], "weights only")
+    assert card.reversible == 0.0
+
+
+@pytest.mark.parametrize("name", ["ROME", "FT-L", "IKE", "RAG (BM25)"])
+def test_contestants_update_and_leave_the_zoo_model_unchanged(wlm, W, bench, changes, name):
+    before = scorer.weights_hash(wlm.model)
+    c = arena.make(name, bench)
+    card = scorer.score(c, wlm.tokenizer, W, changes[:2], arena.CONTESTANTS[name].access)
+    assert scorer.weights_hash(wlm.model) == before and card.reversible == 1.0
+    assert card.efficacy >= 0.5 and card.bytes_added > 0 and card.seconds_per_update > 0
+
+
+def test_rag_reads_the_stored_sentence_only_for_matching_prompts(wlm, W, bench, changes):
+    c = arena.make("RAG (BM25)", bench)
+    c.add(changes[0])
+    with c.edited() as model:
+        found = c.retriever.search([changes[0].request.prompt, "Zzyzx qwv"], 1)
+        assert found.score[0, 0] > 0 and found.score[1, 0] == 0
+        assert model is not wlm.model
+    c.clear()
+    assert not c.sentences
+
+
+def test_bad_input_is_refused(wlm, W, bench, changes):
+    with pytest.raises(ValueError, match="unknown job"):
+        arena.updates("delete", wlm.model, wlm.tokenizer, W, 2)
+    with pytest.raises(ValueError, match="between 0 and"):
+        arena.add(wlm.model, wlm.tokenizer, W, 10_000)
+    with pytest.raises(KeyError, match="the arena has"):
+        arena.make("ROMEO", bench)
+    with pytest.raises(ValueError, match="at least one"):
+        scorer.score(Nothing(wlm.model), wlm.tokenizer, W, [], "text only")
+    with pytest.raises(ValueError, match="access must be"):
+        scorer.score(Nothing(wlm.model), wlm.tokenizer, W, changes, "telepathy")
+    mixed = [changes[0], jobs.Update("add", *[getattr(changes[1], f) for f in ("request", "sentence",
+                                                                                 "more_sentences", "portability")])]
+    with pytest.raises(ValueError, match="one job at a time"):
+        scorer.score(Nothing(wlm.model), wlm.tokenizer, W, mixed, "text only")
