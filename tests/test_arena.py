@@ -2,6 +2,7 @@
 (hand-computed cases), every contestant leaves world-lm unchanged, and bad input is refused."""
 import copy
 from contextlib import contextmanager
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
@@ -106,11 +107,14 @@ def test_footprint_counts_deltas_and_memory_bytes(wlm):
     assert scorer.footprint(ed) == 4 * 3 * 4 + 5 * 8
 
     class Memory(nn.Module):
+        memory_fields = ("keys", "answers")
+
         def __init__(self):
             super().__init__()
             self.base = wlm.model                         # a module: never counted
             self.keys = torch.zeros(2, 5)                 # 40 bytes
             self.answers = ["Lima", "Paris"]              # 4 + 5 bytes
+            self.eps = 0.5                                # configuration: not an edit
 
         def add(self, request):
             pass
@@ -119,6 +123,11 @@ def test_footprint_counts_deltas_and_memory_bytes(wlm):
             pass
 
     assert scorer.footprint(MemoryEditor("m", Memory())) == 40 + 9
+
+
+@pytest.mark.parametrize("name", ["GRACE", "T-Patcher", "IKE", "RAG (BM25)"])
+def test_an_empty_memory_adds_no_bytes(bench, name):
+    assert arena.make(name, bench).footprint() == 0
 
 
 def test_perplexity_of_a_uniform_model_is_the_vocabulary_size(wlm):
@@ -134,6 +143,11 @@ def test_portability_hand_computed_on_a_uniform_model(wlm, W):
     n_old = len(tok(" " + u.request.target_true, add_special_tokens=False)["input_ids"])
     want = float(n_new < n_old)
     assert scorer._portability(Uniform(1024), tok, [u]) == want
+    short, long = sorted([u.request.target_new, u.request.target_true],
+                         key=lambda o: len(tok(" " + o, add_special_tokens=False)["input_ids"]))
+    flipped = replace(u, request=replace(u.request, target_new=short, target_true=long),
+                      portability=tuple((p, short) for p, _ in u.portability))
+    assert scorer._portability(Uniform(1024), tok, [flipped]) == 1.0
 
 
 def test_null_contestant_scores_as_the_unedited_model(wlm, W, changes):
@@ -159,14 +173,21 @@ def test_contestants_update_and_leave_the_zoo_model_unchanged(wlm, W, bench, cha
 
 
 def test_rag_reads_the_stored_sentence_only_for_matching_prompts(wlm, W, bench, changes):
+    from lfmlab.editing import metrics
+
     c = arena.make("RAG (BM25)", bench)
     c.add(changes[0])
+    r = changes[0].request
+    prompts, targets = [r.prompt, "Zzyzx qwv"], [r.target_new, r.target_new]
+    bare = metrics.pair_stats(wlm.model, wlm.tokenizer, prompts, targets).logprob
     with c.edited() as model:
-        found = c.retriever.search([changes[0].request.prompt, "Zzyzx qwv"], 1)
+        found = c.retriever.search(prompts, 1)
         assert found.score[0, 0] > 0 and found.score[1, 0] == 0
-        assert model is not wlm.model
+        read = metrics.pair_stats(model, wlm.tokenizer, prompts, targets).logprob
+    assert read[0] > bare[0] + 1.0             # the stored sentence is read: the new object gains
+    assert read[1] == bare[1]                  # no match, no context: the bare model's numbers
     c.clear()
-    assert not c.sentences
+    assert not c.sentences and c.footprint() == 0
 
 
 def test_bad_input_is_refused(wlm, W, bench, changes):

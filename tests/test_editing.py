@@ -20,7 +20,7 @@ from lfmlab.editing import (
     rome,
     serac,
 )
-from lfmlab.editing.base import BadRequest, applied, copy_with, validate
+from lfmlab.editing.base import BadRequest, applied, as_edit, copy_with, validate
 
 
 @pytest.fixture(scope="module")
@@ -379,3 +379,15 @@ def test_as_editor_wraps_functions_and_memories_alike(wlm, W, requests):
     assert isinstance(as_editor(model, grace.Grace(model, tok)), MemoryEditor)
     with pytest.raises(TypeError, match="not an editor"):
         as_editor(model, 42)
+
+
+def test_ike_demonstrations_and_grace_calibration_avoid_the_graded_template(wlm, W):
+    """Neighbourhood and same-subject prompts are graded under train template 0: IKE's
+    demonstrations and GRACE's ε calibration use the other train templates only."""
+    request = W.edit_requests(6, seed=3)[0]
+    graded = {W.prompt(f.subject, f.relation, 0) for f in W.facts_of(request.relation, split="train")}
+    for seed in range(5):
+        for demo in ike.demonstrations(W, as_edit(wlm.tokenizer, request), 6, seed=seed):
+            assert not any(f"{p} " in demo for p in graded), demo
+    every = {W.prompt(f.subject, f.relation, 0) for f in W.facts_of(split="train")}
+    assert not every & set(grace.calibration_prompts(W))

@@ -86,6 +86,7 @@ class _ReadStored(nn.Module):
 
     def __init__(self, owner: "RAGContestant"):
         super().__init__()
+        self.base = owner.model          # a submodule: device_of() and .to() see the model's device
         self.owner, self.config = owner, owner.model.config
 
     @torch.no_grad()
@@ -131,7 +132,10 @@ class RAGContestant(Contestant):
         self.retriever = BM25Retriever(device="cpu")
 
     def footprint(self) -> int:
-        return sum(len(s.encode()) for s in self.sentences)
+        """The stored sentences, their token ids (8 bytes each) and the BM25 index over them."""
+        index = self.retriever.weights
+        return (sum(len(s.encode()) for s in self.sentences) + 8 * sum(len(c) for c in self.contexts)
+                + (index.numel() * index.element_size() if index is not None and self.sentences else 0))
 
 
 @dataclass(frozen=True)

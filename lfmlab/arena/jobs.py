@@ -21,8 +21,10 @@ Every update carries, beyond the request a weight editor needs:
   new object. world-lm never saw a question in pretraining, so the unedited model's score on
   them is reported beside every contestant's.
 
-No contestant sees a prompt it is graded on: the edit prompt and neighbourhood use train
-template 0, paraphrases the held-out templates, the sentences train templates 1 to 3.
+What a contestant may read: a weight editor gets the request's edit prompt and objects (as every
+editor does; efficacy is graded on that prompt), a text-only contestant the sentences (train
+templates 1 to 3). Neither ever sees the neighbourhood and same-subject prompts (train template 0),
+the paraphrases (the held-out templates) or the question forms.
 """
 from __future__ import annotations
 
@@ -78,7 +80,7 @@ def change(world: World, n: int, seed: int = 0, n_neighbours: int = 10) -> list[
 @torch.no_grad()
 def beliefs(model: nn.Module, tokenizer: Tokenizer, world: World, facts: list[Fact]) -> list[str]:
     """For each fact, the object of its relation that ``model`` scores highest after its prompt
-    (summed log-probability, one batched pass per relation)."""
+    (summed log-probability, every (prompt, object) pair of a relation in batched passes)."""
     out: dict[int, str] = {}
     for relation in sorted({f.relation for f in facts}):
         objects = world.objects(relation)
@@ -108,9 +110,10 @@ def add(model: nn.Module, tokenizer: Tokenizer, world: World, n: int, seed: int 
     if n < 0 or n > len(chosen):
         raise ValueError(f"asked for {n} facts to add, but the model gets only {len(chosen)} held-out facts "
                          f"of distinct subjects wrong; choose n between 0 and {len(chosen)}")
-    out = []
-    for i, (fact, belief) in enumerate(chosen[:n]):
-        request = world.edit_request_for(fact, n_neighbours=n_neighbours, seed=seed + i, exclude=seen)
+    out, chosen = [], chosen[:n]
+    updated = {fact.subject for fact, _ in chosen}      # neighbours never name another update's subject
+    for i, (fact, belief) in enumerate(chosen):
+        request = world.edit_request_for(fact, n_neighbours=n_neighbours, seed=seed + i, exclude=updated)
         out.append(_update(world, "add", replace(request, target_true=belief, target_new=fact.object)))
     return out
 

@@ -103,14 +103,17 @@ def _bytes(obj, seen: set[int]) -> int:
 
 def footprint(editor: Editor) -> int:
     """Bytes the editor's current edits add to the bare model: the weight deltas it holds (as
-    stored), or the data its memory holds (tensors, token ids, text) beyond the memory's own
-    modules (its classifier, counterfactual model or encoder are counted nowhere: they are the
-    same for one update or a thousand)."""
+    stored), or the data in its memory's ``memory_fields`` (tensors, token ids, text). The
+    memory's own modules (a classifier, a counterfactual model, an encoder), its configuration and
+    its caches are not counted: they are the same for one update or a thousand."""
     if isinstance(editor, DeltaEditor):
         return sum(d.numel() * d.element_size() for d in editor.deltas.values())
     if isinstance(editor, MemoryEditor):
-        own = set(vars(nn.Module())) if isinstance(editor.memory, nn.Module) else set()
-        return sum(_bytes(v, set()) for k, v in vars(editor.memory).items() if k not in own)
+        names = getattr(editor.memory, "memory_fields", None)
+        if names is None:
+            raise TypeError(f"{type(editor.memory).__name__} does not say which attributes hold its edits: "
+                            "give the class a memory_fields tuple")
+        return sum(_bytes(getattr(editor.memory, name), set()) for name in names)
     raise TypeError(f"cannot measure the footprint of {editor!r}: give a DeltaEditor or a MemoryEditor")
 
 

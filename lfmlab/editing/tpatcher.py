@@ -74,6 +74,8 @@ class TPatcher(nn.Module):
     """``base`` with one trainable neuron per edit in its last FFN. Use like the base model;
     ``add`` trains and adds a patch, ``clear`` removes them all. The base is never changed."""
 
+    memory_fields = ("keys", "biases", "values")   # what the edits add (arena footprint)
+
     def __init__(self, base: nn.Module, tokenizer: Tokenizer, world: World, config: TPatcherConfig | None = None):
         super().__init__()
         self.base, self.tokenizer, self.world = base, tokenizer, world

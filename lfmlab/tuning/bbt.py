@@ -69,7 +69,8 @@ class CallCounter:
         if kwargs.get("attention_mask") is None and kwargs.get("use_cache"):
             self.prefix_calls += 1
             return
-        x = kwargs.get("inputs_embeds", kwargs.get("input_ids", args[0] if args else None))
+        x = next((v for v in (kwargs.get("inputs_embeds"), kwargs.get("input_ids"), args[0] if args else None)
+                  if v is not None), None)
         self.calls += 1
         self.rows += int(x.shape[0]) if x is not None else 0
 
@@ -112,6 +113,8 @@ def population_losses(model: SoftPromptLM, prompts: torch.Tensor, batch, batched
     ``batched=False``: one full call per candidate (the reference).
     """
     lam, B = prompts.shape[0], batch.input_ids.shape[0]
+    if rows < 1 or group < 1:
+        raise ValueError(f"rows and group must be >= 1, got rows={rows}, group={group}")
     if not batched:
         return torch.stack([row_losses(model(batch.input_ids, batch.attention_mask, prompt=p).logits,
                                        batch.labels).mean() for p in prompts])
@@ -122,8 +125,8 @@ def population_losses(model: SoftPromptLM, prompts: torch.Tensor, batch, batched
     positions = torch.arange(1, labels.shape[1] + 1, device=labels.device)
     need = (answer * positions).amax(1)           # input positions each example needs
     order = need.argsort(stable=True)
-    groups = [order[i:i + group] for i in range(0, B, max(1, group))]
-    per = max(1, rows // max(1, min(group, B)))   # candidates per call
+    groups = [order[i:i + group] for i in range(0, B, group)]
+    per = max(1, rows // min(group, B))           # candidates per call
     body, head = model.base.base_model, model.base.get_output_embeddings()
     key = lm.cache_kwarg(body)
     emb = model.base.get_input_embeddings()(batch.input_ids)                  # [B, T, d]
@@ -230,8 +233,8 @@ def random_search(model: nn.Module, data, n_tokens: int = 5, k: int = 20, popsiz
     """Random search at BBT's budget: the baseline (and null method) of :func:`bbt`.
 
     Same arguments, same subspace p_0 + A z, same training examples, same number of candidate
-    evaluations (``popsize x generations``) and model calls (one batched call per group of
-    ``popsize``), but each candidate is z ~ N(0, σ_0² I), drawn independently, and the best one
+    evaluations (``popsize x generations``) and model calls (each generation's population in
+    the same batched calls), but each candidate is z ~ N(0, σ_0² I), drawn independently, and the best one
     is kept: no distribution is adapted. ``result.info`` has the same keys as BBT's.
     """
     if min(n_tokens, k, popsize, generations, examples) < 1:

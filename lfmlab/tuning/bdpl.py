@@ -29,8 +29,9 @@ Simplified here: the candidate set is either the N most frequent tokens of the t
 world-lm's statements, since its task's inputs, "Peru is", lack the words a prompt needs); the
 paper ranks n-grams of the task's text by pointwise mutual information. The loss is the answer
 cross-entropy on a fixed set of training examples (no verbaliser, no classification head); a step
-scores its I prompts in one batched call, each prompt's tokens given to the model as their input
-embeddings (the same computation as prepending the tokens' ids).
+scores its I prompts in batched calls (:func:`lfmlab.tuning.bbt.population_losses`: one per group
+of 8 examples), each prompt's tokens given to the model as their input embeddings (the same
+computation as prepending the tokens' ids).
 """
 from __future__ import annotations
 
@@ -117,10 +118,11 @@ def bdpl(model: nn.Module, data, n_tokens: int = 5, n_candidates: int | torch.Te
 
     ``n_candidates``: N (the most frequent tokens of the training prompts and answers,
     :func:`candidates`) or the candidate token ids themselves. Budget: ``samples x steps`` scored
-    prompts in ``steps`` batched model calls. ``result.losses``: the mean loss of each step's
-    sampled prompts (E_P[L], what BDPL minimises). ``result.info``: ``probs`` [n, N] (the final
-    distributions), ``tokens`` (the argmax prompt's ids), the best sampled prompt and its loss, the
-    number of calls and scored sequences. No gradient of the model is used at any point.
+    prompts, each step in batched model calls (one per group of 8 examples). ``result.losses``:
+    the mean loss of each step's sampled prompts (E_P[L], what BDPL minimises). ``result.info``:
+    ``probs`` [n, N] (the final distributions), ``tokens`` (the argmax prompt's ids), the best
+    sampled prompt and its loss, the number of calls and scored sequences. No gradient of the
+    model is used at any point.
 
     The setting (η = 2e-3, 8 samples, 30 steps) was chosen on the capital-completion task
     (:func:`lfmlab.tuning.tasks.relation_completion`): on seeds 97-99 (no notebook's seed) η = 1e-3
@@ -166,7 +168,7 @@ def bdpl(model: nn.Module, data, n_tokens: int = 5, n_candidates: int | torch.Te
 def random_prompts(model: nn.Module, data, n_tokens: int = 5, n_candidates: int | torch.Tensor = 64, samples: int = 8,
                    steps: int = 30, examples: int = 16, seed: int = 0, callback=None) -> TuneResult:
     """Random discrete prompts at BDPL's budget: the same candidates, examples, ``samples x steps``
-    scored prompts in ``steps`` calls, each prompt uniform over the candidates; the best kept."""
+    scored prompts in the same calls, each prompt uniform over the candidates; the best kept."""
     if samples < 1 or steps < 1:
         raise ValueError("samples and steps must be >= 1")
     pm, table, cand, rows, batch, g = _setup(model, data, n_tokens, n_candidates, examples, seed)
