@@ -13,7 +13,11 @@ Entered so far:
   :func:`lfmlab.editing.registry.editors`, with their defaults;
 * **database augmentation** (§2.3): RAG with BM25 (:class:`RAGContestant`): the fact's sentence
   is stored; at inference the best-matching stored sentence (BM25, at least one shared content
-  word) is read before the prompt, through the same read-after-context pass IKE uses.
+  word) is read before the prompt, through the same read-after-context pass IKE uses; and the
+  kNN-LM (:class:`KNNLMContestant`): a datastore of world-lm's own pretraining sentences (every
+  train fact under every train template), into which each update's sentence is inserted; every
+  position's next-token distribution is eq. 3 of Khandelwal et al. with notebook 03's
+  λ = 0.5, k = 8, T = 10 (:mod:`lfmlab.retrieval.knnlm`). ``clear()`` removes the inserted entries.
 """
 from __future__ import annotations
 
@@ -31,9 +35,11 @@ from lfmlab.core.lm import encode_prompt
 from lfmlab.editing import registry as editing
 from lfmlab.editing.base import read_after
 from lfmlab.editing.editor import Editor
+from lfmlab.retrieval import datastore, knnlm
 from lfmlab.retrieval.rag import BM25Retriever
 
-__all__ = ["Contestant", "EditorContestant", "RAGContestant", "ContestantInfo", "CONTESTANTS", "make"]
+__all__ = ["Contestant", "EditorContestant", "RAGContestant", "KNNLMContestant", "ContestantInfo", "CONTESTANTS",
+           "make"]
 
 
 class Contestant:
@@ -138,6 +144,63 @@ class RAGContestant(Contestant):
                 + (index.numel() * index.element_size() if index is not None and self.sentences else 0))
 
 
+class _KNNReader(nn.Module):
+    """The base model whose every next-token distribution is mixed with the datastore's (eq. 3);
+    its "logits" are log p, which the scorers' log-softmax leaves as they are."""
+
+    def __init__(self, owner: "KNNLMContestant"):
+        super().__init__()
+        self.base = owner.model
+        self.owner, self.config = owner, owner.model.config
+
+    @torch.no_grad()
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **_) -> SimpleNamespace:
+        o = self.owner
+        mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+        logits, h = datastore.forward_with_keys(o.model, input_ids, mask, o.store.layer)     # [B, T, V], [B, T, D]
+        B, T, V = logits.shape
+        found = o.store.search(h.reshape(B * T, -1).float(), o.k)
+        p_knn = knnlm.knn_distribution(found, o.store.values.to(logits.device), V, o.temperature)
+        p = knnlm.interpolate(logits.reshape(B * T, V).float().softmax(-1), p_knn, o.lam)
+        return SimpleNamespace(logits=p.clamp_min(1e-30).log().view(B, T, V))
+
+
+class KNNLMContestant(Contestant):
+    """kNN-LM over world-lm's pretraining sentences; an update inserts its sentence's entries."""
+
+    def __init__(self, model: nn.Module, tokenizer, world, lam: float = 0.5, k: int = 8,
+                 temperature: float = 10.0, name: str = "kNN-LM"):
+        knnlm.settings(lam, k, temperature)
+        self.model, self.tokenizer, self.name = model, tokenizer, name
+        self.lam, self.k, self.temperature = lam, k, temperature
+        corpus = [world.sentence(f, t) for f in world.facts_of(split="train")
+                  for t in range(len(world.templates[f.relation]["train"]))]
+        self.store = datastore.build(model, tokenizer, corpus)
+        self.added: list[int] = []
+
+    def add(self, update: Update) -> None:
+        self.added += self.store.add(self.model, self.tokenizer, [update.sentence])
+
+    @contextmanager
+    def edited(self) -> Iterator[nn.Module]:
+        yield _KNNReader(self)
+
+    def clear(self) -> None:
+        if self.added:
+            self.store.remove(self.added)
+        self.added = []
+
+    def footprint(self) -> int:
+        """The inserted entries: key, value, document and position of each, and their text."""
+        if not self.added:
+            return 0
+        st = self.store
+        rows = int(torch.isin(st.doc, torch.tensor(self.added, device=st.doc.device)).sum())
+        per_row = (st.keys.shape[1] * st.keys.element_size() + st.values.element_size() + st.doc.element_size()
+                   + st.pos.element_size())
+        return rows * per_row + sum(len(st.documents[i].encode()) for i in self.added)
+
+
 @dataclass(frozen=True)
 class ContestantInfo:
     name: str
@@ -168,6 +231,9 @@ CONTESTANTS: dict[str, ContestantInfo] = {c.name: c for c in [
     ContestantInfo("RAG (BM25)", "database augmentation", "text only",
                    "the fact's sentence stored; the best match read before the prompt",
                    lambda bench: RAGContestant(bench.model, bench.tokenizer)),
+    ContestantInfo("kNN-LM", "database augmentation", "weights only",
+                   "the fact's sentence inserted in a datastore of the pretraining text; eq. 3 at every token",
+                   lambda bench: KNNLMContestant(bench.model, bench.tokenizer, bench.world)),
 ]}
 assert all(c.access in ACCESS for c in CONTESTANTS.values())
 

@@ -13,8 +13,9 @@ measures, with the metric names of notebook 07 (DESIGN.md §6):
 * **cost**: compute seconds per update; **bytes** the updates add (weight deltas, memory
   entries: :func:`footprint`); **latency**: a scoring pass of the edited model over the bare
   model's (median of three);
-* **reversible**: after ``clear()`` the base model's weights hash as before and its log-probs on
-  the edit prompts are bit-identical (1.0), else 0.0.
+* **reversible**: after ``clear()`` the base model's weights hash as before, and both the base
+  model and the contestant (holding nothing) give bit-identical log-probs on the edit prompts to
+  those before the updates (1.0), else 0.0.
 
 The contestant's ``access`` (what it needs of the model) is recorded beside the numbers.
 """
@@ -183,7 +184,9 @@ def score(contestant, tokenizer: Tokenizer, world: World, updates: list[Update],
     probe = ([r.prompt for r in requests], [r.target_new for r in requests])
     editor.clear()
     before_hash = weights_hash(base)
-    before_lp = metrics.pair_stats(base, tokenizer, *probe).logprob
+    base_lp = metrics.pair_stats(base, tokenizer, *probe).logprob
+    with editor.edited() as model:             # the contestant holding nothing (a kNN-LM: its corpus)
+        before_lp = metrics.pair_stats(model, tokenizer, *probe).logprob
     ref = metrics.reference(base, tokenizer, requests)
     port_before = _portability(base, tokenizer, updates)
     ppl_before = perplexity(base, tokenizer, text)
@@ -202,10 +205,10 @@ def score(contestant, tokenizer: Tokenizer, world: World, updates: list[Update],
             latency = _scoring_seconds(model, tokenizer, *probe) / bare_s
     finally:
         editor.clear()
-    with editor.edited() as model:              # a memory editor's wrapper must answer as the bare model
+    with editor.edited() as model:              # cleared, it must answer exactly as before the updates
         after_lp = metrics.pair_stats(model, tokenizer, *probe).logprob
     back = weights_hash(base) == before_hash and torch.equal(after_lp, before_lp) and torch.equal(
-        metrics.pair_stats(base, tokenizer, *probe).logprob, before_lp)
+        metrics.pair_stats(base, tokenizer, *probe).logprob, base_lp)
     q = quality
     return Scorecard(editor.name, updates[0].job, len(updates), access, q.efficacy, q.paraphrase, q.neighbourhood,
                      q.same_subject, q.reliability, q.generality, q.locality, port, port_before, ppl, ppl_before,
