@@ -55,7 +55,7 @@ class PeakMemory(threading.Thread):
 MODES = {"smoke": {"SMOKE": True}, "default": {"SMOKE": False}, "full": {"SMOKE": False, "FULL": True}}
 
 
-def main(paths: list[str], mode: str = "default") -> int:
+def main(paths: list[str], mode: str = "default", keep: str | None = None) -> int:
     import papermill
 
     from lfmlab import runtime
@@ -76,6 +76,10 @@ def main(paths: list[str], mode: str = "default") -> int:
             except Exception as err:  # report and go on with the next notebook
                 error = f"{type(err).__name__}: {str(err)[:300]}"
                 failures += 1
+            if keep:                                             # the executed notebook, errors included
+                Path(keep).mkdir(parents=True, exist_ok=True)
+                for done in Path(tmp).glob("*.ipynb"):
+                    shutil.copy(done, Path(keep) / f"{done.stem}.{mode}.ipynb")
         monitor.stop.set()
         monitor.join()
         row = {"notebook": f"{path.parent.name}/{path.name}", "mode": mode, "device": device,
@@ -90,5 +94,6 @@ if __name__ == "__main__":
     parser.add_argument("paths", nargs="*", help="notebooks (default: every one)")
     parser.add_argument("--mode", choices=list(MODES), default="default",
                         help="run length: smoke (CI), default (what a learner gets) or full")
+    parser.add_argument("--keep", metavar="DIR", help="copy each executed notebook (outputs, errors) to DIR")
     args = parser.parse_args()
-    sys.exit(main(args.paths, args.mode))
+    sys.exit(main(args.paths, args.mode, args.keep))
