@@ -33,6 +33,7 @@ CLAIM_SETS = {  # notebook -> module with CLAIMS
     "05_model_reuse": "lfmlab.reuse.claims",
     "06_meta_learning": "lfmlab.meta.claims",
     "07_model_editing": "lfmlab.editing.claims",
+    "08_knowledge_update_arena": "lfmlab.arena.claims",
 }
 
 

@@ -21,7 +21,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 NULLS = {"02_model_tuning": "null_methods_tuning", "03_database_augmentation": "null_methods_retrieval",
          "04_model_distillation": "null_methods_distill", "05_model_reuse": "null_methods_reuse",
-         "06_meta_learning": "null_methods_meta", "07_model_editing": "null_methods_editing"}
+         "06_meta_learning": "null_methods_meta", "07_model_editing": "null_methods_editing",
+         "08_knowledge_update_arena": "null_methods_arena"}
 
 
 def fmt(x: float, spec: str) -> str:

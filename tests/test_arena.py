@@ -208,3 +208,117 @@ def test_bad_input_is_refused(wlm, W, bench, changes):
                                                                                  "more_sentences", "portability")])]
     with pytest.raises(ValueError, match="one job at a time"):
         scorer.score(Nothing(wlm.model), wlm.tokenizer, W, mixed, "text only")
+
+
+@pytest.mark.parametrize("name", ["FT (sentence)", "FT (+ paraphrases)", "LoRA (merged)", "context distillation",
+                                  "LoRA patches (task arithmetic)", "MEMIT (at once)", "AlphaEdit"])
+def test_new_contestants_update_and_leave_the_zoo_model_unchanged(wlm, W, bench, changes, name):
+    before = scorer.weights_hash(wlm.model)
+    c = arena.make(name, bench)
+    card = scorer.score(c, wlm.tokenizer, W, changes[:2], arena.CONTESTANTS[name].access)
+    assert scorer.weights_hash(wlm.model) == before and card.reversible == 1.0
+    assert card.efficacy >= 0.5 and card.bytes_added > 0 and card.seconds_per_update > 0
+
+
+def test_the_registry_covers_every_family_of_the_survey():
+    families = {c.family for c in arena.CONTESTANTS.values()}
+    assert families == {"model tuning", "database augmentation", "model distillation", "model reuse",
+                        "meta learning", "model editing"}
+    assert len(arena.CONTESTANTS) >= 12
+
+
+def test_lora_patch_is_the_merged_low_rank_change(wlm, changes):
+    """The change a LoRA patch returns has rank <= r per weight, and the patch counts its factors."""
+    from lfmlab.arena import finetune
+
+    cfg = finetune.LoraPatchConfig(rank=2, steps=3)
+    deltas, stored, losses = finetune.lora_patch(wlm.model, wlm.tokenizer, [changes[0].sentence], cfg)
+    assert deltas and len(losses) == 3 and losses[-1] < losses[0]
+    for d in deltas.values():
+        assert torch.linalg.matrix_rank(d.double(), atol=1e-7) <= 2
+    per = {n: p for n, p in wlm.model.named_parameters()}
+    assert stored == sum(2 * (per[n].shape[0] + per[n].shape[1]) * 4 for n in deltas)
+
+
+def test_task_arithmetic_patches_do_not_depend_on_each_other(wlm, W, bench, changes):
+    """Task arithmetic: each patch is trained on the unedited model, so the sum is order-free;
+    the continual LoRA trains each on the model holding the earlier ones, so it is not."""
+    def total(name, order):
+        c = arena.make(name, bench)
+        for u in order:
+            c.add(u)
+        return c.deltas
+    a, b = total("LoRA patches (task arithmetic)", changes[:2]), total("LoRA patches (task arithmetic)",
+                                                                        changes[1::-1])
+    assert all(torch.allclose(a[n], b[n], atol=1e-6) for n in a)
+    a, b = total("LoRA (merged)", changes[:2]), total("LoRA (merged)", changes[1::-1])
+    assert not all(torch.allclose(a[n], b[n], atol=1e-6) for n in a)
+
+
+def test_context_distillation_teacher_reads_the_context(wlm, W, changes):
+    """The teacher's log-probs equal the model's on (context + text), aligned to the text's positions."""
+    from lfmlab.core.lm import encode_prompt, right_pad
+    from lfmlab.distill import context_distillation as cd
+
+    tok, u = wlm.tokenizer, changes[0]
+    ids, mask = right_pad([encode_prompt(tok, s) for s in u.more_sentences], tok.pad_token_id or 0)
+    teacher = cd.teacher_logprobs(wlm.model, tok, u.sentence, ids, mask)
+    ctx = encode_prompt(tok, u.sentence)
+    row = ids[0, :int(mask[0].sum())].tolist()
+    full = torch.tensor([ctx + row[1:]])
+    want = wlm.model(input_ids=full).logits.float().log_softmax(-1)[0, len(ctx) - 1:]
+    assert torch.allclose(teacher[0, :len(row)], want, atol=1e-5)
+    with pytest.raises(ValueError, match="transfer set is empty"):
+        cd.distill(wlm.model, tok, u.sentence, [])
+    with pytest.raises(ValueError, match="steps >= 1"):
+        cd.distill(wlm.model, tok, u.sentence, ["x"], cd.ContextDistillConfig(steps=0))
+
+
+def test_memit_at_once_counts_its_solve_and_forgets_it(wlm, W, bench, changes):
+    c = arena.make("MEMIT (at once)", bench)
+    for u in changes:
+        c.add(u)
+    assert c.deltas == {} and c.footprint() == 0       # nothing is solved before commit
+    c.commit()
+    assert c.footprint() > 0
+    c.clear()
+    assert c.footprint() == 0 and c.pending == []
+
+
+def test_access_filter_and_leaderboard(wlm, W, changes):
+    from lfmlab.arena import board
+
+    assert board.needs_at_most("text only", "weights and gradients")
+    assert not board.needs_at_most("weights only", "output scores")
+    with pytest.raises(ValueError, match="unknown access level"):
+        board.needs_at_most("text only", "an API")
+    cards = [scorer.score(Nothing(wlm.model), wlm.tokenizer, W, changes[:1], a) for a in scorer.ACCESS]
+    assert [c.access for c in board.usable(cards, "output scores")] == ["output scores", "text only"]
+    rows = board.rows(cards)
+    assert rows[0]["score"] == pytest.approx((0.0 + 0.0 + 1.0) / 3) and rows[0]["family"] == "—"
+    with pytest.raises(ValueError, match="cannot sort"):
+        board.rows(cards, "height")
+
+
+def test_board_and_typed_updates_refuse_bad_input(wlm, W, bench):
+    from lfmlab.arena import board
+
+    with pytest.raises(ValueError, match="no contestant chosen"):
+        board.run(bench, "change", [], 2)
+    with pytest.raises(KeyError, match="unknown contestant"):
+        board.run(bench, "change", ["Rome"], 2)
+    with pytest.raises(ValueError, match="unknown job"):
+        board.run(bench, "forget", ["ROME"], 2)
+    with pytest.raises(ValueError, match="sizes must be"):
+        board.scale(bench, "change", ["ROME"], [0, 10])
+    with pytest.raises(ValueError, match="unknown subject"):
+        jobs.typed(W, "Atlantis", "capital", "Quito")
+    with pytest.raises(ValueError, match="unknown relation"):
+        jobs.typed(W, "Peru", "mayor", "Quito")
+    lima = next(f.object for f in W.facts_of(split="train") if f.subject == "Peru" and f.relation == "capital")
+    with pytest.raises(ValueError, match="already says"):
+        jobs.typed(W, "Peru", "capital", lima)
+    with pytest.raises(ValueError, match="empty"):
+        jobs.typed(W, "Peru", "capital", "  ")
+    u = jobs.typed(W, "Peru", "capital", "Quito")
+    assert u.request.target_new == "Quito" and u.job == "change" and u.subject == "Peru"

@@ -347,6 +347,7 @@ APPS = [
     ("meta", ("text", "task seed", "3"), "Adapt", "MSE after 1 step"),
     ("retrieval", ("text", "prompt", "The currency of Japan is"), "Retrieve", ""),
     ("tuning", ("select", "method", "BitFit"), "Train", "BitFit"),
+    ("arena", ("select", "job", "add"), "Run", "contestants on"),
 ]
 
 

@@ -13,6 +13,7 @@ The recorded run must also pass every claim it can judge: the same claims, the s
 """
 import json
 
+import null_methods_arena
 import null_methods_distill
 import null_methods_editing
 import null_methods_meta
@@ -25,7 +26,8 @@ from harness import ROOT
 from lfmlab import claims as C
 
 AREAS = {m.NOTEBOOK: m for m in (null_methods_tuning, null_methods_retrieval, null_methods_distill,
-                                 null_methods_reuse, null_methods_meta, null_methods_editing)}
+                                 null_methods_reuse, null_methods_meta, null_methods_editing,
+                                 null_methods_arena)}
 CASES = [(nb, c) for nb, m in AREAS.items() for c in m.CLAIMS]
 
 

@@ -6,199 +6,45 @@ knows them inside ``edited()``, and forgets them on ``clear()``. The base model 
 changed. :data:`CONTESTANTS` is the arena's registry: each row names the survey family, the
 access the method needs and the jobs it is entered for.
 
-Entered so far:
+Entered (the adapters are in :mod:`lfmlab.arena.adapters` and :mod:`lfmlab.arena.retrieval`):
 
 * **model editing** (§6): FT-L, ROME, MEMIT (one request at a time, each on the model holding
-  the earlier ones), GRACE, T-Patcher, IKE: the editors of notebook 07 through
-  :func:`lfmlab.editing.registry.editors`, with their defaults;
-* **database augmentation** (§2.3): RAG with BM25 (:class:`RAGContestant`): the fact's sentence
-  is stored; at inference the best-matching stored sentence (BM25, at least one shared content
-  word) is read before the prompt, through the same read-after-context pass IKE uses; and the
-  kNN-LM (:class:`KNNLMContestant`): a datastore of world-lm's own pretraining sentences (every
-  train fact under every train template), into which each update's sentence is inserted; every
-  position's next-token distribution is eq. 3 of Khandelwal et al. with notebook 03's
-  λ = 0.5, k = 8, T = 10 (:mod:`lfmlab.retrieval.knnlm`). ``clear()`` removes the inserted entries.
+  the earlier ones), MEMIT at once, AlphaEdit, GRACE, T-Patcher, IKE, SERAC: the editors of
+  notebook 07 through :func:`lfmlab.editing.registry.editors`, with their defaults;
+* **database augmentation** (§2.3): RAG with BM25 and the kNN-LM (the *add* job only: its
+  datastore states every known fact four times, and one inserted sentence cannot outvote them);
+* **model tuning** (§2.1): full fine-tuning on the fact's sentence, alone or with its other
+  wordings, and LoRA on the MLPs merged after every update (:mod:`lfmlab.arena.finetune`);
+* **model distillation** (§3): context distillation (:mod:`lfmlab.distill.context_distillation`):
+  the model reading the fact's sentence teaches the model that does not;
+* **model reuse** (§4.2): one LoRA patch per update trained on the unedited model, added to the
+  weights by task arithmetic;
+* **meta learning** (§5): MEND, the editor trained to edit (:mod:`lfmlab.editing.mend`).
+
+MEND and SERAC (whose scope classifier and counterfactual model, a fine-tuned copy of the model,
+hence its access, are trained) train on train facts of subjects no update names (``exclude``);
+a trained editor is reused for the same model, seed and excluded subjects.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
-from types import SimpleNamespace
-from typing import Callable, Iterator
+from typing import Callable
 
-import torch
 from torch import nn
 
+from lfmlab import runtime
+from lfmlab.arena import finetune as ft
+from lfmlab.arena.adapters import AtOnceContestant, Contestant, DeltaContestant, EditorContestant, NoUpdate
 from lfmlab.arena.jobs import JOBS, Update
-from lfmlab.arena.scorer import ACCESS, footprint
-from lfmlab.core.lm import encode_prompt
+from lfmlab.arena.retrieval import KNNLMContestant, RAGContestant
+from lfmlab.arena.scorer import ACCESS, weights_hash
+from lfmlab.distill import context_distillation as cd
+from lfmlab.editing import memit, mend, serac
 from lfmlab.editing import registry as editing
-from lfmlab.editing.base import read_after
-from lfmlab.editing.editor import Editor
-from lfmlab.retrieval import datastore, knnlm
-from lfmlab.retrieval.rag import BM25Retriever
+from lfmlab.editing.base import Deltas
 
-__all__ = ["Contestant", "EditorContestant", "RAGContestant", "KNNLMContestant", "ContestantInfo", "CONTESTANTS",
-           "make"]
-
-
-class Contestant:
-    """One method entered in the arena (subclasses implement the four verbs)."""
-
-    name: str = "contestant"
-    model: nn.Module
-
-    def add(self, update: Update) -> None:
-        raise NotImplementedError
-
-    @contextmanager
-    def edited(self) -> Iterator[nn.Module]:
-        raise NotImplementedError
-        yield  # pragma: no cover
-
-    def clear(self) -> None:
-        raise NotImplementedError
-
-    def footprint(self) -> int:
-        """Bytes the held updates add to the bare model."""
-        raise NotImplementedError
-
-
-class EditorContestant(Contestant):
-    """A model editor of notebook 07 (:class:`lfmlab.editing.editor.Editor`) in the arena."""
-
-    def __init__(self, editor: Editor):
-        self.editor, self.name, self.model = editor, editor.name, editor.model
-
-    def add(self, update: Update) -> None:
-        self.editor.add(update.request)
-
-    @contextmanager
-    def edited(self) -> Iterator[nn.Module]:
-        with self.editor.edited() as model:
-            yield model
-
-    def clear(self) -> None:
-        self.editor.clear()
-
-    def footprint(self) -> int:
-        return footprint(self.editor)
-
-
-class _ReadStored(nn.Module):
-    """The base model that reads, before each prompt, the stored sentence BM25 ranks first."""
-
-    needs_prompt_len = True
-
-    def __init__(self, owner: "RAGContestant"):
-        super().__init__()
-        self.base = owner.model          # a submodule: device_of() and .to() see the model's device
-        self.owner, self.config = owner, owner.model.config
-
-    @torch.no_grad()
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                prompt_len: torch.Tensor | None = None, **_) -> SimpleNamespace:
-        o = self.owner
-        logits = o.model(input_ids=input_ids, attention_mask=attention_mask).logits
-        if not o.sentences:
-            return SimpleNamespace(logits=logits)
-        if prompt_len is None:
-            prompt_len = attention_mask.sum(-1) if attention_mask is not None else torch.full(
-                (len(input_ids),), input_ids.shape[1])
-        prompts = [o.tokenizer.decode(input_ids[i, :int(prompt_len[i])].tolist(), skip_special_tokens=True)
-                   for i in range(len(input_ids))]
-        found = o.retriever.search(prompts, 1)
-        contexts = [o.contexts[int(j)] if float(s) > 0 else None
-                    for s, j in zip(found.score[:, 0], found.index[:, 0])]
-        return SimpleNamespace(logits=read_after(o.model, o.tokenizer, contexts, input_ids, attention_mask, logits))
-
-
-class RAGContestant(Contestant):
-    """Retrieval-augmented generation over a store of the updates' sentences (BM25, top 1).
-
-    The model is untouched; an update is one stored sentence; ``clear()`` empties the store."""
-
-    def __init__(self, model: nn.Module, tokenizer, name: str = "RAG (BM25)"):
-        self.model, self.tokenizer, self.name = model, tokenizer, name
-        self.sentences: list[str] = []
-        self.contexts: list[list[int]] = []
-        self.retriever = BM25Retriever(device="cpu")
-
-    def add(self, update: Update) -> None:
-        self.sentences.append(update.sentence)
-        self.contexts.append(encode_prompt(self.tokenizer, update.sentence))
-        self.retriever.fit(self.sentences)
-
-    @contextmanager
-    def edited(self) -> Iterator[nn.Module]:
-        yield _ReadStored(self)
-
-    def clear(self) -> None:
-        self.sentences, self.contexts = [], []
-        self.retriever = BM25Retriever(device="cpu")
-
-    def footprint(self) -> int:
-        """The stored sentences, their token ids (8 bytes each) and the BM25 index over them."""
-        index = self.retriever.weights
-        return (sum(len(s.encode()) for s in self.sentences) + 8 * sum(len(c) for c in self.contexts)
-                + (index.numel() * index.element_size() if index is not None and self.sentences else 0))
-
-
-class _KNNReader(nn.Module):
-    """The base model whose every next-token distribution is mixed with the datastore's (eq. 3);
-    its "logits" are log p, which the scorers' log-softmax leaves as they are."""
-
-    def __init__(self, owner: "KNNLMContestant"):
-        super().__init__()
-        self.base = owner.model
-        self.owner, self.config = owner, owner.model.config
-
-    @torch.no_grad()
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **_) -> SimpleNamespace:
-        o = self.owner
-        mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
-        logits, h = datastore.forward_with_keys(o.model, input_ids, mask, o.store.layer)     # [B, T, V], [B, T, D]
-        B, T, V = logits.shape
-        found = o.store.search(h.reshape(B * T, -1).float(), o.k)
-        p_knn = knnlm.knn_distribution(found, o.store.values.to(logits.device), V, o.temperature)
-        p = knnlm.interpolate(logits.reshape(B * T, V).float().softmax(-1), p_knn, o.lam)
-        return SimpleNamespace(logits=p.clamp_min(1e-30).log().view(B, T, V))
-
-
-class KNNLMContestant(Contestant):
-    """kNN-LM over world-lm's pretraining sentences; an update inserts its sentence's entries."""
-
-    def __init__(self, model: nn.Module, tokenizer, world, lam: float = 0.5, k: int = 8,
-                 temperature: float = 10.0, name: str = "kNN-LM"):
-        knnlm.settings(lam, k, temperature)
-        self.model, self.tokenizer, self.name = model, tokenizer, name
-        self.lam, self.k, self.temperature = lam, k, temperature
-        corpus = [world.sentence(f, t) for f in world.facts_of(split="train")
-                  for t in range(len(world.templates[f.relation]["train"]))]
-        self.store = datastore.build(model, tokenizer, corpus)
-        self.added: list[int] = []
-
-    def add(self, update: Update) -> None:
-        self.added += self.store.add(self.model, self.tokenizer, [update.sentence])
-
-    @contextmanager
-    def edited(self) -> Iterator[nn.Module]:
-        yield _KNNReader(self)
-
-    def clear(self) -> None:
-        if self.added:
-            self.store.remove(self.added)
-        self.added = []
-
-    def footprint(self) -> int:
-        """The inserted entries: key, value, document and position of each, and their text."""
-        if not self.added:
-            return 0
-        st = self.store
-        rows = int(torch.isin(st.doc, torch.tensor(self.added, device=st.doc.device)).sum())
-        per_row = (st.keys.shape[1] * st.keys.element_size() + st.values.element_size() + st.doc.element_size()
-                   + st.pos.element_size())
-        return rows * per_row + sum(len(st.documents[i].encode()) for i in self.added)
+__all__ = ["Contestant", "NoUpdate", "EditorContestant", "DeltaContestant", "AtOnceContestant", "RAGContestant",
+           "KNNLMContestant", "ContestantInfo", "CONTESTANTS", "make"]
 
 
 @dataclass(frozen=True)
@@ -207,12 +53,80 @@ class ContestantInfo:
     family: str          # the survey's area
     access: str          # one of scorer.ACCESS
     summary: str
-    make: Callable[[editing.Workbench], Contestant]
+    make: Callable[[editing.Workbench, frozenset], Contestant]
     jobs: tuple[str, ...] = JOBS
 
 
-def _editor(name: str) -> Callable[[editing.Workbench], Contestant]:
-    return lambda bench: EditorContestant(editing.editors(bench, {name: None})[name])
+def _editor(name: str) -> Callable[[editing.Workbench, frozenset], Contestant]:
+    return lambda bench, exclude: EditorContestant(editing.editors(bench, {name: None})[name])
+
+
+def _finetune(name: str, paraphrases: bool) -> Callable[[editing.Workbench, frozenset], Contestant]:
+    cfg = ft.FinetuneConfig(paraphrases=paraphrases)
+    return lambda bench, exclude: DeltaContestant(
+        name, bench.model, lambda m, u: (ft.finetune(m, bench.tokenizer, ft.texts(u, paraphrases), cfg)[0], None))
+
+
+def _lora(name: str, on_base: bool) -> Callable[[editing.Workbench, frozenset], Contestant]:
+    cfg = ft.LoraPatchConfig()
+    return lambda bench, exclude: DeltaContestant(
+        name, bench.model, lambda m, u: ft.lora_patch(m, bench.tokenizer, ft.texts(u, cfg.paraphrases), cfg)[:2],
+        on_base=on_base)
+
+
+def _context_distillation(bench: editing.Workbench, exclude: frozenset) -> Contestant:
+    cfg = cd.ContextDistillConfig(seed=bench.seed)
+
+    def fn(model: nn.Module, u: Update) -> tuple[Deltas, None]:
+        transfer = list(u.more_sentences) + cd.transfer_set(model, bench.tokenizer, u.sentence, u.subject,
+                                                            cfg.samples, cfg.sample_tokens, cfg.seed)
+        return cd.distill(model, bench.tokenizer, u.sentence, transfer, cfg)[0], None
+    return DeltaContestant("context distillation", bench.model, fn)
+
+
+def _memit_at_once(bench: editing.Workbench, exclude: frozenset) -> Contestant:
+    cfg = memit.MemitConfig(edit_layers=tuple(range(bench.layer, bench.layer + 4)), seed=bench.seed)
+
+    def solve(updates: list[Update]) -> Deltas:
+        return memit.edit(bench.model, bench.tokenizer, [u.request for u in updates], cfg,
+                          covs={k: bench.covariance(k) for k in cfg.edit_layers},
+                          prefixes=bench.random_prefixes()).deltas
+    return AtOnceContestant("MEMIT (at once)", bench.model, solve)
+
+
+_TRAINED: dict[tuple, object] = {}      # trained editors, by (model weights, seed, excluded subjects)
+
+
+def _trained(kind: str, bench: editing.Workbench, exclude: frozenset, train: Callable[[], object]):
+    """Train once per model, seed and excluded subjects (a scale curve reuses the editor)."""
+    key = (kind, weights_hash(bench.model), bench.seed, exclude)
+    if key not in _TRAINED:
+        if len(_TRAINED) >= 4:
+            _TRAINED.pop(next(iter(_TRAINED)))
+        _TRAINED[key] = train()
+    return _TRAINED[key]
+
+
+def _mend(bench: editing.Workbench, exclude: frozenset) -> Contestant:
+    cfg = mend.MendConfig(seed=bench.seed, steps=150 if runtime.smoke() else 600)   # smoke: a shorter training
+    trained = _trained("MEND", bench, exclude, lambda: mend.train(
+        bench.model, bench.tokenizer, bench.world, cfg, exclude_subjects=set(exclude)))
+    return EditorContestant(editing.editors(bench, {"MEND": trained})["MEND"])
+
+
+def _serac(bench: editing.Workbench, exclude: frozenset) -> Contestant:
+    from lfmlab import zoo
+
+    def train():
+        encoder = zoo.load("minilm")
+        steps = 100 if runtime.smoke() else 300                                          # smoke: shorter
+        scope, _ = serac.train_scope(encoder, bench.world, steps=steps, seed=bench.seed, exclude_subjects=set(exclude))
+        cf = serac.train_counterfactual(bench.model, bench.tokenizer, bench.world, steps=steps, seed=bench.seed,
+                                        exclude_subjects=set(exclude))
+        return encoder, scope, cf
+    encoder, scope, cf = _trained("SERAC", bench, exclude, train)
+    memory = serac.Serac(bench.model, bench.tokenizer, encoder, scope, cf)
+    return EditorContestant(editing.editors(bench, {"SERAC": memory})["SERAC"])
 
 
 CONTESTANTS: dict[str, ContestantInfo] = {c.name: c for c in [
@@ -230,16 +144,38 @@ CONTESTANTS: dict[str, ContestantInfo] = {c.name: c for c in [
                    "the new fact and demonstrations in the prompt", _editor("IKE")),
     ContestantInfo("RAG (BM25)", "database augmentation", "text only",
                    "the fact's sentence stored; the best match read before the prompt",
-                   lambda bench: RAGContestant(bench.model, bench.tokenizer)),
+                   lambda bench, exclude: RAGContestant(bench.model, bench.tokenizer)),
     ContestantInfo("kNN-LM", "database augmentation", "weights only",
                    "the fact's sentence inserted in a datastore of the pretraining text; eq. 3 at every token",
-                   lambda bench: KNNLMContestant(bench.model, bench.tokenizer, bench.world)),
+                   lambda bench, exclude: KNNLMContestant(bench.model, bench.tokenizer, bench.world),
+                   jobs=("add",)),   # its datastore states each known fact 4 times: one sentence cannot outvote them
+    ContestantInfo("MEMIT (at once)", "model editing", "weights and gradients",
+                   "MEMIT's least-squares update for all the updates in one solve", _memit_at_once),
+    ContestantInfo("AlphaEdit", "model editing", "weights and gradients",
+                   "MEMIT's update projected onto the null space of preserved keys", _editor("AlphaEdit")),
+    ContestantInfo("FT (sentence)", "model tuning", "weights and gradients",
+                   "every weight fine-tuned on the fact's sentence", _finetune("FT (sentence)", False)),
+    ContestantInfo("FT (+ paraphrases)", "model tuning", "weights and gradients",
+                   "every weight fine-tuned on the fact in three wordings", _finetune("FT (+ paraphrases)", True)),
+    ContestantInfo("LoRA (merged)", "model tuning", "weights and gradients",
+                   "a LoRA on the MLPs per update, trained on the current model and merged",
+                   _lora("LoRA (merged)", False)),
+    ContestantInfo("context distillation", "model distillation", "weights and gradients",
+                   "the model reading the fact teaches the model that does not", _context_distillation),
+    ContestantInfo("LoRA patches (task arithmetic)", "model reuse", "weights and gradients",
+                   "one LoRA patch per update from the unedited model; θ0 + Σ τ_i",
+                   _lora("LoRA patches (task arithmetic)", True)),
+    ContestantInfo("MEND", "meta learning", "weights and gradients",
+                   "a trained hypernetwork maps the update's gradient to a weight change", _mend),
+    ContestantInfo("SERAC", "model editing", "weights and gradients",
+                   "an update memory, a trained scope classifier and a counterfactual copy of the model", _serac),
 ]}
 assert all(c.access in ACCESS for c in CONTESTANTS.values())
 
 
-def make(name: str, bench: editing.Workbench) -> Contestant:
-    """The contestant ``name`` for ``bench.model``; KeyError lists the registry."""
+def make(name: str, bench: editing.Workbench, exclude: set[str] | frozenset = frozenset()) -> Contestant:
+    """The contestant ``name`` for ``bench.model``; KeyError lists the registry. ``exclude``: the
+    subjects of the updates it will get, which a contestant that trains (MEND, SERAC) never sees."""
     if name not in CONTESTANTS:
         raise KeyError(f"unknown contestant {name!r}; the arena has {', '.join(CONTESTANTS)}")
-    return CONTESTANTS[name].make(bench)
+    return CONTESTANTS[name].make(bench, frozenset(exclude))

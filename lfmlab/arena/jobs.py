@@ -38,7 +38,7 @@ from lfmlab.core.types import Tokenizer
 from lfmlab.data.world import EditRequest, Fact, World, fill
 from lfmlab.editing.metrics import pair_stats
 
-__all__ = ["JOBS", "Update", "change", "add", "qa_prompt", "updates"]
+__all__ = ["JOBS", "Update", "change", "add", "capacity", "typed", "qa_prompt", "updates"]
 
 JOBS = ("change", "add")
 
@@ -116,6 +116,37 @@ def add(model: nn.Module, tokenizer: Tokenizer, world: World, n: int, seed: int 
         request = world.edit_request_for(fact, n_neighbours=n_neighbours, seed=seed + i, exclude=updated)
         out.append(_update(world, "add", replace(request, target_true=belief, target_new=fact.object)))
     return out
+
+
+def capacity(job: str, model: nn.Module, tokenizer: Tokenizer, world: World, seed: int = 0) -> int:
+    """The most updates ``job`` can give: distinct train subjects (*change*), or held-out facts of
+    distinct subjects the model gets wrong (*add*)."""
+    if job == "change":
+        return len({f.subject for f in world.facts_of(split="train") if len(world.objects(f.relation)) >= 2})
+    if job == "add":
+        pool = world.facts_of(split="heldout")
+        wrong = {f.subject for f, b in zip(pool, beliefs(model, tokenizer, world, pool)) if b != f.object}
+        return len(wrong)
+    raise ValueError(f"unknown job {job!r}: choose 'change' or 'add'")
+
+
+def typed(world: World, subject: str, relation: str, new_object: str, seed: int = 0) -> Update:
+    """One *change* update typed by a learner: ``subject``'s ``relation`` becomes ``new_object``.
+    ValueError, saying what to type instead, for an unknown relation or subject, an empty object,
+    or the object world-lm already gives."""
+    if relation not in world.relations:
+        raise ValueError(f"unknown relation {relation!r}; world-lm's relations are: {', '.join(world.relations)}")
+    facts = [f for f in world.facts_of(split="train") if f.relation == relation]
+    fact = next((f for f in facts if f.subject == subject), None)
+    if fact is None:
+        raise ValueError(f"unknown subject {subject!r} for {relation!r}: a typed update changes a fact world-lm "
+                         f"knows, e.g. {', '.join(sorted(f.subject for f in facts)[:4])}")
+    if not new_object.strip():
+        raise ValueError("the new object is empty: type what the model should say instead, e.g. 'Quito'")
+    if new_object.strip() == fact.object:
+        raise ValueError(f"world-lm already says {fact.object!r} for {subject} / {relation}: give a different object")
+    request = world.edit_request_for(fact, seed=seed)
+    return _update(world, "change", replace(request, target_new=new_object.strip()))
 
 
 def updates(job: str, model: nn.Module, tokenizer: Tokenizer, world: World, n: int, seed: int = 0) -> list[Update]:

@@ -10,7 +10,8 @@ measures, with the metric names of notebook 07 (DESIGN.md §6):
   (log P(new) > log P(old), as efficacy), beside the unedited model's share on the same prompts;
 * **perplexity** on held-out, pretraining-style text (:func:`heldout_text`: facts of subjects no
   update touches, under the held-out templates), before and after;
-* **cost**: compute seconds per update; **bytes** the updates add (weight deltas, memory
+* **cost**: compute seconds per update (for a contestant that makes its updates at once, its
+  ``commit()`` is counted too); **bytes** the updates add (weight deltas, memory
   entries: :func:`footprint`); **latency**: a scoring pass of the edited model over the bare
   model's (median of three);
 * **reversible**: after ``clear()`` the base model's weights hash as before, and both the base
@@ -196,6 +197,10 @@ def score(contestant, tokenizer: Tokenizer, world: World, updates: list[Update],
         for u in progress(updates, desc=f"{editor.name}: {len(updates)} updates"):
             start = time.perf_counter()
             editor.add(u)
+            seconds += time.perf_counter() - start
+        if hasattr(editor, "commit"):          # a contestant that makes all its updates at once
+            start = time.perf_counter()
+            editor.commit()
             seconds += time.perf_counter() - start
         added = editor.footprint()
         with editor.edited() as model:

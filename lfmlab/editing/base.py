@@ -28,7 +28,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from lfmlab.core.lm import encode_prompt, encode_target, right_pad
+from lfmlab.core.lm import context_limit, encode_prompt, encode_target, right_pad
 from lfmlab.core.types import Tokenizer
 from lfmlab.data.world import EditRequest
 
@@ -143,18 +143,25 @@ def read_after(model: nn.Module, tokenizer: Tokenizer, contexts: list[list[int] 
     [B, T, V] with each row that has a context (token ids, BOS first) replaced by what ``model``
     predicts for that row when it reads the context first. All such rows run in one right-padded
     batch; position j of a row gets the prediction of its own position j (the row's BOS is dropped
-    and the context's stands for it)."""
+    and the context's stands for it). Where context and row together exceed the model's positions,
+    the context loses tokens from its start (after its BOS): its end, the fact, is kept."""
     rows = [i for i, c in enumerate(contexts) if c is not None]
     if not rows:
         return logits
     bos = tokenizer.bos_token_id
+    limit = context_limit(model)
     seqs, spans = [], []
     for i in rows:
         n = int(attention_mask[i].sum()) if attention_mask is not None else input_ids.shape[1]
         row = input_ids[i, :n].tolist()
         had_bos = bos is not None and bool(row) and row[0] == bos
-        seqs.append(contexts[i] + (row[1:] if had_bos else row))
-        spans.append((len(contexts[i]) - (1 if had_bos else 0), n))
+        ctx = contexts[i]
+        over = len(ctx) + n - (1 if had_bos else 0) - limit
+        if over > 0:              # a long input: keep the context's end (the fact), and its BOS
+            head = ctx[:1] if bos is not None and ctx[:1] == [bos] else []
+            ctx = head + ctx[len(head) + over:]
+        seqs.append(ctx + (row[1:] if had_bos else row))
+        spans.append((len(ctx) - (1 if had_bos else 0), n))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     ids, mask = right_pad(seqs, pad, input_ids.device)
     out = model(input_ids=ids, attention_mask=mask).logits

@@ -94,12 +94,13 @@ class TaskPool:
 
     def accuracy_batch(self, trunks: Mapping[str, torch.Tensor], split: str = "test",
                        tasks: Sequence[str] | None = None) -> torch.Tensor:
-        """Accuracies of m trunks at once: ``trunks`` key -> [m, *shape]; returns [m, T] (vmap over m)."""
+        """Accuracies of m trunks at once: ``trunks`` key -> [m, *shape]; returns [m, T] on the CPU
+        (vmap over m; a result to read and plot, wherever the trunks live)."""
         from lfmlab.core.state import functional_eval
 
         cols = [functional_eval(self.templates[t], trunks, self.splits[t][split].x, self.splits[t][split].y)[1]
                 for t in tasks or self.tasks]
-        return torch.stack(cols, dim=1)
+        return torch.stack(cols, dim=1).cpu()
 
     def ensemble_accuracy(self, split: str = "test", tasks: Sequence[str] | None = None,
                           members: Sequence[str] | None = None) -> dict[str, float]:

@@ -161,8 +161,9 @@ def bdpl(model: nn.Module, data, n_tokens: int = 5, n_candidates: int | torch.Te
     seconds = time.perf_counter() - start
     choice = probs.argmax(1)
     return _finish(f"BDPL (n={n_tokens}, N={N})", model, pm, table, cand, choice, curve, seconds,
-                   {"probs": probs, "best_sampled": best_S, "best_sampled_loss": best, "calls": counter.calls,
-                    "sequences": counter.rows, "evaluations": samples * steps, "examples": rows.tolist()})
+                   {"probs": probs.detach().cpu(), "best_sampled": best_S, "best_sampled_loss": best,
+                    "calls": counter.calls, "sequences": counter.rows, "evaluations": samples * steps,
+                    "examples": rows.tolist()})
 
 
 def random_prompts(model: nn.Module, data, n_tokens: int = 5, n_candidates: int | torch.Tensor = 64, samples: int = 8,

@@ -140,12 +140,13 @@ def adapter_fusion(model: nn.Module, sources: Mapping[str, TuneResult | nn.Modul
 def fusion_weights(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                    ) -> torch.Tensor:
     """The fusion attention s [sites, N] averaged over the real tokens of a batch: how much each
-    site listens to each source adapter (rows follow :func:`lfmlab.tuning.adapters.adapter_sites`)."""
+    site listens to each source adapter (rows follow :func:`lfmlab.tuning.adapters.adapter_sites`),
+    on the CPU."""
     mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
     with evaluating(model):
         model(input_ids=input_ids, attention_mask=mask)
     real = mask.bool()
-    return torch.stack([f.weights[real].float().mean(0) for f in fusion_layers(model)])
+    return torch.stack([f.weights[real].float().mean(0) for f in fusion_layers(model)]).cpu()
 
 
 @dataclass
