@@ -322,3 +322,59 @@ def test_board_and_typed_updates_refuse_bad_input(wlm, W, bench):
         jobs.typed(W, "Peru", "capital", "  ")
     u = jobs.typed(W, "Peru", "capital", "Quito")
     assert u.request.target_new == "Quito" and u.job == "change" and u.subject == "Peru"
+
+
+def _record_templates(W, monkeypatch):
+    """Every train template index ``W.prompt`` is asked for (strings mapped to their index)."""
+    used = []
+    real = type(W).prompt
+
+    def prompt(self, subject, relation, template=0, split="train"):
+        if split == "train":
+            ts = self.templates[relation]["train"]
+            used.append(ts.index(template) if isinstance(template, str) else int(template))
+        return real(self, subject, relation, template, split)
+    monkeypatch.setattr(type(W), "prompt", prompt)
+    return used
+
+
+def test_trained_editors_never_train_on_graded_templates(wlm, W, monkeypatch):
+    """MEND's edits and SERAC's scope pairs and counterfactual prompts use train templates 1 and up:
+    template 0 grades the neighbourhood and same-subject prompts (as IKE and GRACE, notebook 07)."""
+    import random
+
+    from lfmlab.editing import mend, serac
+
+    used = _record_templates(W, monkeypatch)
+    mend._examples(W, random.Random(0), 200, set())
+    assert used and min(used) >= W.UNSCORED_TEMPLATE
+    used.clear()
+    serac.train_counterfactual(wlm.model, wlm.tokenizer, W, steps=2, batch=8)
+    assert used and min(used) >= W.UNSCORED_TEMPLATE
+    used.clear()
+    encoder = SimpleNamespace(model=None, tokenizer=None)
+    monkeypatch.setattr(serac, "embed", lambda m, t, texts: torch.zeros(len(texts), 4))
+    serac.train_scope(encoder, W, n_facts=50, steps=1)
+    assert used and min(used) >= W.UNSCORED_TEMPLATE
+
+
+def test_leaderboard_puts_lower_costs_first_and_nan_last(wlm, W, changes):
+    from lfmlab.arena import board
+
+    cards = [scorer.score(Nothing(wlm.model), wlm.tokenizer, W, changes[:1], "text only") for _ in range(3)]
+    cards[0].seconds_per_update, cards[1].seconds_per_update, cards[2].seconds_per_update = 2.0, float("nan"), 1.0
+    assert [r["seconds_per_update"] for r in board.rows(cards, "seconds_per_update")][:2] == [1.0, 2.0]
+    cards[0].efficacy, cards[2].efficacy = 0.5, 1.0
+    assert board.rows(cards, "efficacy")[0]["efficacy"] == 1.0
+
+
+def test_read_after_refuses_an_input_longer_than_the_model_reads(wlm):
+    from lfmlab import validate
+    from lfmlab.core.lm import context_limit
+    from lfmlab.editing.base import read_after
+
+    n = context_limit(wlm.model) + 1
+    ids = torch.ones(1, n, dtype=torch.long)
+    with pytest.raises(validate.BadValue, match="at most"):
+        read_after(wlm.model, wlm.tokenizer, [[wlm.tokenizer.bos_token_id, 5]], ids, torch.ones_like(ids),
+                   torch.zeros(1, n, 8))

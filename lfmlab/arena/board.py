@@ -10,6 +10,7 @@ unchanged.
 """
 from __future__ import annotations
 
+import math
 from typing import Iterable, Sequence
 
 from lfmlab.arena import jobs
@@ -86,6 +87,7 @@ def scale(bench: Workbench, job: str, names: Sequence[str], sizes: Sequence[int]
     return [card for k in sizes for card in run(bench, job, names, k, seed, pool[:k], exclude, n_text)]
 
 
+LOWER_IS_BETTER = {"perplexity", "perplexity_before", "seconds_per_update", "bytes_added", "latency_ratio"}
 COLUMNS = ("contestant", "family", "access", "job", "n", "efficacy", "paraphrase", "neighbourhood", "same_subject",
            "portability", "portability_before", "perplexity", "perplexity_before", "seconds_per_update",
            "bytes_added", "latency_ratio", "reversible")
@@ -94,7 +96,7 @@ COLUMNS = ("contestant", "family", "access", "job", "n", "efficacy", "paraphrase
 def rows(cards: Iterable[Scorecard], sort_by: str = "score") -> list[dict]:
     """The leaderboard: one dict per scorecard with :data:`COLUMNS` and ``score``, the mean of
     efficacy, paraphrase and neighbourhood (an update that sticks, generalises and stays local),
-    best first."""
+    best first: highest first, lowest first for perplexity, seconds, bytes and latency."""
     out = []
     for c in cards:
         d = c.as_dict()
@@ -104,4 +106,10 @@ def rows(cards: Iterable[Scorecard], sort_by: str = "score") -> list[dict]:
         out.append(row)
     if sort_by not in {*COLUMNS, "score"}:
         raise ValueError(f"cannot sort by {sort_by!r}; choose score or one of {', '.join(COLUMNS)}")
-    return sorted(out, key=lambda r: -r[sort_by] if isinstance(r[sort_by], float) else r[sort_by])
+
+    def key(r):
+        v = r[sort_by]
+        if not isinstance(v, float):
+            return (False, v)
+        return (math.isnan(v), v if sort_by in LOWER_IS_BETTER else -v)     # NaN last
+    return sorted(out, key=key)

@@ -12,11 +12,11 @@ or −1 when the contestant is not reversible:
 The null method (``tests/null_methods_arena.py``) is the :class:`~lfmlab.arena.contestants.NoUpdate`
 contestant scored on the same updates: its efficacy is the unedited model's (≈ 0 on *change*,
 exactly 0 on *add*, where the old object is the model's own best guess), so every claim fails on
-it. The margin, 0.2, was set from the smoke runs' spread over SEED 0-4 (3 updates per job, so
-quality moves in steps of 1/12): the smallest gains measured were 0.28 (IKE on *add*) and 0.33
-(AlphaEdit and MEND on *change*). IKE on *change* is the exception, with a margin of 0.1: its gain
-ranged 0.17-0.75 (with demonstrations IKE trades efficacy for locality on world-lm, as notebook
-07 shows, and gains mostly on the paraphrases).
+it. The margin, 0.2, was set from the smoke runs' spread over SEED 0-4 (3 updates per job): the
+smallest gains measured were 0.28 (IKE on *add*) and 0.33 (AlphaEdit and MEND on *change*). IKE
+on *change* is the exception, with a margin of 0.1: its gain ranged 0.17-0.75 (with
+demonstrations IKE trades efficacy for locality on world-lm, as notebook 07 shows, and gains
+mostly on the paraphrases).
 
 The cross-family comparisons (which family wins on quality, locality, cost) are *findings*: the
 notebook prints them as measured, whichever way they come out, and claims nothing about them.

@@ -98,8 +98,10 @@ _TRAINED: dict[tuple, object] = {}      # trained editors, by (model weights, se
 
 
 def _trained(kind: str, bench: editing.Workbench, exclude: frozenset, train: Callable[[], object]):
-    """Train once per model, seed and excluded subjects (a scale curve reuses the editor)."""
-    key = (kind, weights_hash(bench.model), bench.seed, exclude)
+    """Train once per model (weights, device, dtype), run length, seed and excluded subjects (a
+    scale curve reuses the editor)."""
+    p = next(bench.model.parameters())
+    key = (kind, weights_hash(bench.model), str(p.device), p.dtype, runtime.smoke(), bench.seed, exclude)
     if key not in _TRAINED:
         if len(_TRAINED) >= 4:
             _TRAINED.pop(next(iter(_TRAINED)))

@@ -9,8 +9,9 @@ can plain training on text that states a fact put the fact in the model, next to
 
       min_θ  − Σ_s Σ_t log p_θ(s_t | s_<t)     over the update's sentences s;
 
-* :func:`lora_patch`: the same loss through **LoRA** factors on every MLP (Hu et al. 2022, eq. 3:
-  W = W0 + (α/r) B A), returned merged as a weight change ΔW = (α/r) B A.
+* :func:`lora_patch`: the same loss through **LoRA** factors on every MLP (Hu et al. 2022: eq. 3,
+  h = W0 x + B A x, with B A scaled by α/r as §4.1 says), returned merged as a weight change
+  ΔW = (α/r) B A.
 
 The contestants (:mod:`lfmlab.arena.contestants`) use them two ways:
 
@@ -21,8 +22,8 @@ The contestants (:mod:`lfmlab.arena.contestants`) use them two ways:
   patch τ_i is trained on the *unedited* model θ0, alone, and the patches are added with λ = 1.
 
 Simplifications: a fixed number of Adam steps (no schedule, no early stopping by validation),
-one update per batch; the hyperparameters were chosen on updates of seeds 11-14, never on the
-seeds a notebook grades.
+one update per batch; the hyperparameters were chosen on 10 updates of each job at seeds 11 and
+12, never on the seeds a notebook grades.
 """
 from __future__ import annotations
 

@@ -73,6 +73,7 @@ def fit_deltas(model, names: list[str], loss_fn, steps: int, lr: float,
                 opt.step()
             deltas = {n: p.detach() - original[n] for n, p in chosen.items()}
         finally:
+            opt.zero_grad(set_to_none=True)            # no model-sized gradients left behind
             with torch.no_grad():
                 for n, p in chosen.items():
                     p.copy_(original[n])

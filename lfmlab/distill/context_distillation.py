@@ -4,15 +4,16 @@ Padmanabhan et al., NeurIPS 2023, "Propagating knowledge updates to LMs through 
 
 The teacher is the model with the context c (here: a new fact's sentence) before its input;
 the student is the same model without it. On a *transfer set* of sequences x, the student is
-trained to match the teacher's next-token distributions (Padmanabhan et al., eq. 1):
+trained to match the teacher's next-token distributions (the objective of both papers):
 
     min_θ  Σ_x Σ_t  KL( p_θ0(· | c, x_<t)  ‖  p_θ(· | x_<t) ),
 
 with the teacher's parameters θ0 frozen and the student starting from θ0. Padmanabhan et al.
-build the transfer set by sampling continuations of the entity's name from the model with the
-definition in context; so does :func:`transfer_set` (``samples`` continuations of
-``sample_tokens`` tokens after the subject, temperature 1), to which the caller may add texts
-(the arena adds the fact's other unscored wordings).
+build the transfer set by sampling continuations of the entity's definition from a generator
+model; :func:`transfer_set` samples, from the teacher itself (the model with the fact in
+context), ``samples`` continuations of ``sample_tokens`` tokens after the subject's name
+(temperature 1), to which the caller may add texts (the arena adds the fact's other unscored
+wordings). This is the simplification: one model is generator, teacher and student.
 
 Simplifications: every parameter of the student is trained (Padmanabhan et al. tune the full
 model as well), for a fixed number of Adam steps; the KL is summed over the whole vocabulary at

@@ -28,7 +28,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from lfmlab.core.lm import context_limit, encode_prompt, encode_target, right_pad
+from lfmlab.core.lm import context_limit, encode_prompt, encode_target, fits, right_pad
 from lfmlab.core.types import Tokenizer
 from lfmlab.data.world import EditRequest
 
@@ -155,6 +155,7 @@ def read_after(model: nn.Module, tokenizer: Tokenizer, contexts: list[list[int] 
         n = int(attention_mask[i].sum()) if attention_mask is not None else input_ids.shape[1]
         row = input_ids[i, :n].tolist()
         had_bos = bos is not None and bool(row) and row[0] == bos
+        fits(limit, n, "input", room=0)              # the row alone must fit; the context may give way
         ctx = contexts[i]
         over = len(ctx) + n - (1 if had_bos else 0) - limit
         if over > 0:              # a long input: keep the context's end (the fact), and its BOS

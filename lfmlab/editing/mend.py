@@ -193,7 +193,8 @@ def _batch_loss(model: nn.Module, tokenizer: Tokenizer, mend: Mend, examples: li
 
 
 def _examples(world: World, rng: random.Random, n: int, exclude: set[str]):
-    """Training edits from *train* facts and *train* templates only (held-out ones stay unseen):
+    """Training edits from *train* facts and *train* templates 1 and up only (held-out ones, and
+    template 0, which grades the neighbourhood and same-subject prompts, stay unseen):
     (edit prompt, equivalent prompt, new object, locality prompt + its object). The locality
     prompt asks the same relation of another subject half of the time: the neighbours that an
     edit is most likely to disturb (MEND's paper drew them from unrelated text)."""
@@ -202,14 +203,15 @@ def _examples(world: World, rng: random.Random, n: int, exclude: set[str]):
     out = []
     for _ in range(n):
         f = rng.choice(facts)
-        t_edit, t_eq = rng.sample(world.templates[f.relation]["train"], 2)
+        t_edit, t_eq = rng.sample(world.templates[f.relation]["train"][world.UNSCORED_TEMPLATE:], 2)
         new = rng.choice([o for o in world.objects(f.relation) if o != f.object])
         pool = by_rel[f.relation] if rng.random() < 0.5 else facts
         loc = rng.choice(pool)
         while loc.subject == f.subject:
             loc = rng.choice(pool)
         out.append((world.prompt(f.subject, f.relation, t_edit), world.prompt(f.subject, f.relation, t_eq), new,
-                    world.prompt(loc.subject, loc.relation, rng.randrange(4)), loc.object))
+                    world.prompt(loc.subject, loc.relation, rng.randrange(
+                        world.UNSCORED_TEMPLATE, len(world.templates[loc.relation]["train"]))), loc.object))
     return out
 
 

@@ -60,7 +60,8 @@ def train_scope(encoder, world: World, n_facts: int = 400, steps: int = 300, see
                 exclude_subjects: set[str] | None = None) -> tuple[ScopeClassifier, ScopeReport]:
     """Train the scope classifier on pairs of train-template prompts of ``n_facts`` train facts:
     (same fact, other template) = 1; (same relation, other subject), (same subject, other
-    relation) = 0. Held-out templates and ``exclude_subjects`` are never used."""
+    relation) = 0. Only train templates 1 and up are used: the held-out templates and template 0
+    (the neighbourhood and same-subject prompts') grade the editor; ``exclude_subjects`` neither."""
     rng = random.Random(seed)
     torch.manual_seed(seed)
     exclude = exclude_subjects or set()
@@ -69,7 +70,7 @@ def train_scope(encoder, world: World, n_facts: int = 400, steps: int = 300, see
     by_rel = {r: [f for f in facts if f.relation == r] for r in world.relations}
     pairs = []
     for f in chosen:
-        a, b = rng.sample(world.templates[f.relation]["train"], 2)
+        a, b = rng.sample(world.templates[f.relation]["train"][world.UNSCORED_TEMPLATE:], 2)
         other_subject = rng.choice([g for g in by_rel[f.relation] if g.subject != f.subject])
         other_relation = [g for g in world.about(f.subject) if g.relation != f.relation and g.split == "train"]
         pairs.append((world.prompt(f.subject, f.relation, a), world.prompt(f.subject, f.relation, b), 1.0))
@@ -77,7 +78,8 @@ def train_scope(encoder, world: World, n_facts: int = 400, steps: int = 300, see
         if other_relation:
             g = rng.choice(other_relation)
             pairs.append(
-                (world.prompt(f.subject, f.relation, a), world.prompt(g.subject, g.relation, rng.randrange(4)), 0.0)
+                (world.prompt(f.subject, f.relation, a), world.prompt(g.subject, g.relation, rng.randrange(
+                    world.UNSCORED_TEMPLATE, len(world.templates[g.relation]["train"]))), 0.0)
             )
     model, tok = encoder.model, encoder.tokenizer
     texts = sorted({t for p in pairs for t in p[:2]})
@@ -103,8 +105,9 @@ def train_scope(encoder, world: World, n_facts: int = 400, steps: int = 300, see
 def train_counterfactual(model: nn.Module, tokenizer: Tokenizer, world: World, steps: int = 300, batch: int = 16,
                          lr: float = 1e-3, seed: int = 0, exclude_subjects: set[str] | None = None) -> nn.Module:
     """A fine-tuned *copy* of ``model`` that answers from an edit descriptor in its context:
-    "<prompt_a> <new>. <prompt_b>" -> "<new>", where a and b are two train templates of the same
-    train fact and <new> another object of its relation. The base model is not changed."""
+    "<prompt_a> <new>. <prompt_b>" -> "<new>", where a and b are two train templates (1 and up: never
+    a graded one) of the same train fact and <new> another object of its relation. The base model
+    is not changed."""
     import copy
 
     from lfmlab.core.lm import pair_batch
@@ -119,7 +122,7 @@ def train_counterfactual(model: nn.Module, tokenizer: Tokenizer, world: World, s
     for _ in progress(range(steps), desc="SERAC counterfactual model"):
         prompts, targets = [], []
         for f in rng.sample(facts, batch):
-            a, b = rng.sample(world.templates[f.relation]["train"], 2)
+            a, b = rng.sample(world.templates[f.relation]["train"][world.UNSCORED_TEMPLATE:], 2)
             new = rng.choice([o for o in world.objects(f.relation) if o != f.object])
             prompts.append(f"{world.prompt(f.subject, f.relation, a)} {new}. {world.prompt(f.subject, f.relation, b)}")
             targets.append(new)

@@ -16,7 +16,7 @@ from traitlets import Int, List, Unicode
 
 from lfmlab.arena import board, jobs
 from lfmlab.arena.contestants import CONTESTANTS, NoUpdate
-from lfmlab.arena.scorer import ACCESS, Scorecard, score
+from lfmlab.arena.scorer import ACCESS, Scorecard, heldout_text, score
 from lfmlab.editing.registry import Workbench
 from lfmlab.ui.panel import BadInput, Panel
 from lfmlab.ui.plots import updating
@@ -112,7 +112,8 @@ class ArenaPanel(Panel):
     def compute(self) -> ArenaResult:
         updates = self._updates()
         cards = board.run(self.bench, self.job, list(self.contestants), len(updates), self.seed, updates)
-        null = score(NoUpdate(self.bench.model), self.bench.tokenizer, self.bench.world, updates, ACCESS[-1])
+        null = score(NoUpdate(self.bench.model), self.bench.tokenizer, self.bench.world, updates, ACCESS[-1],
+                     text=heldout_text(self.bench.world, updates, seed=self.seed))
         cards.append(null)
         return ArenaResult(self.job, len(updates), cards, board.usable(cards, self.access))
 
