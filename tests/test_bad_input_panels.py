@@ -51,6 +51,8 @@ def bad_values(trait: traitlets.TraitType, name: str) -> list:
         return [NAN, INF, -INF]
     if isinstance(trait, traitlets.Int) and name not in NOT_BAD_INTS:
         return [-1]
+    if name == "fact":                 # the arena's typed fact: empty means "draw the facts"
+        return ["Pe\x00ru\x1b[2J", "Peru | capital | Qu\x00ito", "Atlantis | capital | Quito"]
     if isinstance(trait, traitlets.Unicode) and name not in FREE_TEXT:
         return ["", "Pe\x00ru\x1b[2J"]
     return []
@@ -60,11 +62,12 @@ def bad_values(trait: traitlets.TraitType, name: str) -> list:
 def panels(wlm, W):
     from lfmlab import zoo
     from lfmlab.data import digits as D
-    from lfmlab.editing import ft
+    from lfmlab.editing import Workbench, ft
     from lfmlab.meta import nets, sinusoid
     from lfmlab.retrieval import datastore, rag, ralm
     from lfmlab.reuse import taskpool
     from lfmlab.tuning import tasks
+    from lfmlab.ui.arena import ArenaPanel
     from lfmlab.ui.distillation import DistillPanel
     from lfmlab.ui.editing import EditorPanel, TracePanel
     from lfmlab.ui.merging import InterpolationPanel, MergeBenchPanel
@@ -103,6 +106,7 @@ def panels(wlm, W):
                      {"learner": "random", "k_shot": 2, "n_query": 3, "steps": 2}),
         "tuning": (TuningPanel(hub.random_model("gpt2", seed=0), qa, batch_size=8, latency_rows=8),
                    {"method": "LoRA", "size": 2, "steps": 5}),
+        "arena": (ArenaPanel(Workbench(m, tok, W, layer=0)), {"contestants": ["ROME", "RAG (BM25)"], "n": 2}),
         "distillation": (DistillPanel(zoo.load("digits-teacher").model.eval(), zoo.load("digits-student").model,
                                       (d.test.x[:64], d.test.y[:64])), {"synth_steps": 5, "student_steps": 10}),
     }
@@ -112,7 +116,7 @@ def panels(wlm, W):
 
 
 PANELS = ["probe", "knn", "fact", "ralm", "editor", "trace", "interpolation", "merge bench", "sinusoid",
-          "few-shot", "tuning", "distillation"]
+          "few-shot", "tuning", "distillation", "arena"]
 
 
 @pytest.mark.parametrize("name", PANELS)

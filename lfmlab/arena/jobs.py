@@ -34,6 +34,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
+from lfmlab import validate
 from lfmlab.core.types import Tokenizer
 from lfmlab.data.world import EditRequest, Fact, World, fill
 from lfmlab.editing.metrics import pair_stats
@@ -143,6 +144,7 @@ def typed(world: World, subject: str, relation: str, new_object: str, seed: int 
                          f"knows, e.g. {', '.join(sorted(f.subject for f in facts)[:4])}")
     if not new_object.strip():
         raise ValueError("the new object is empty: type what the model should say instead, e.g. 'Quito'")
+    validate.text("new object", new_object)            # no control characters
     if new_object.strip() == fact.object:
         raise ValueError(f"world-lm already says {fact.object!r} for {subject} / {relation}: give a different object")
     request = world.edit_request_for(fact, seed=seed)

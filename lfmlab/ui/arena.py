@@ -88,6 +88,8 @@ class ArenaPanel(Panel):
         ]
 
     def check(self):
+        if self.access not in ACCESS:
+            raise BadInput(f"unknown access level {self.access!r}; choose one of: {', '.join(ACCESS)}")
         try:
             board.check_names(list(self.contestants), self.job)
         except (KeyError, ValueError) as err:
