@@ -30,6 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lfmlab.arena.jobs import Update
@@ -69,8 +70,10 @@ def texts(update: Update, paraphrases: bool) -> list[str]:
 
 
 def _lm_loss(model: nn.Module, batch) -> torch.Tensor:
+    """Mean next-token cross-entropy over the sentences' tokens (padding ignored)."""
     ids, mask, labels = batch
-    return model(input_ids=ids, attention_mask=mask, labels=labels).loss
+    logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1), ignore_index=-100)
 
 
 def finetune(model: nn.Module, tokenizer: Tokenizer, sentences: list[str],
@@ -97,7 +100,7 @@ def lora_patch(model: nn.Module, tokenizer: Tokenizer, sentences: list[str],
     with evaluating(patched):
         for _ in range(cfg.steps):
             loss = _lm_loss(patched, batch)
-            losses.append(round(float(loss), 4))
+            losses.append(round(loss.item(), 4))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

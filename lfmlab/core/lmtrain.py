@@ -65,7 +65,7 @@ def fit_deltas(model, names: list[str], loss_fn, steps: int, lr: float,
         try:
             for _ in range(steps):
                 loss = loss_fn()
-                losses.append(round(float(loss), 4))
+                losses.append(round(loss.item(), 4))
                 if stop_loss is not None and losses[-1] < stop_loss:
                     break
                 opt.zero_grad(set_to_none=True)
