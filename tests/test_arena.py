@@ -1,7 +1,6 @@
 """The knowledge-update arena: the jobs pick the right facts, the scorer computes what it says
 (hand-computed cases), every contestant leaves world-lm unchanged, and bad input is refused."""
 import copy
-from contextlib import contextmanager
 from dataclasses import replace
 from types import SimpleNamespace
 
@@ -38,26 +37,7 @@ class Uniform(nn.Module):
         return SimpleNamespace(logits=torch.zeros(*input_ids.shape, self.vocab))
 
 
-class Nothing(contestants.Contestant):
-    """The null contestant: holds updates, changes nothing."""
-
-    name = "no update"
-
-    def __init__(self, model):
-        self.model, self.held = model, []
-
-    def add(self, update):
-        self.held.append(update)
-
-    @contextmanager
-    def edited(self):
-        yield self.model
-
-    def clear(self):
-        self.held = []
-
-    def footprint(self):
-        return 0
+Nothing = contestants.NoUpdate        # the null contestant: takes updates, changes nothing
 
 
 class Leaky(Nothing):
@@ -198,6 +178,9 @@ def test_bad_input_is_refused(wlm, W, bench, changes):
         arena.updates("delete", wlm.model, wlm.tokenizer, W, 2)
     with pytest.raises(ValueError, match="between 0 and"):
         arena.add(wlm.model, wlm.tokenizer, W, 10_000)
+    every = arena.updates("add", wlm.model, wlm.tokenizer, W, 10_000, at_most=True)   # as many as exist
+    with pytest.raises(ValueError, match=f"between 0 and {len(every)}"):
+        arena.add(wlm.model, wlm.tokenizer, W, len(every) + 1)
     with pytest.raises(KeyError, match="the arena has"):
         arena.make("ROMEO", bench)
     with pytest.raises(ValueError, match="at least one"):

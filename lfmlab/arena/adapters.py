@@ -25,6 +25,10 @@ from lfmlab.editing.editor import Editor
 __all__ = ["Contestant", "NoUpdate", "EditorContestant", "DeltaContestant", "AtOnceContestant"]
 
 
+def _dense_bytes(deltas: Deltas) -> int:
+    return sum(d.numel() * d.element_size() for d in deltas.values())
+
+
 class Contestant:
     """One method entered in the arena (subclasses implement the four verbs)."""
 
@@ -124,7 +128,7 @@ class DeltaContestant(Contestant):
     def footprint(self) -> int:
         if self.stored and all(b is not None for b in self.stored):
             return int(sum(self.stored))
-        return sum(d.numel() * d.element_size() for d in self.deltas.values())
+        return _dense_bytes(self.deltas)
 
 
 class AtOnceContestant(Contestant):
@@ -151,4 +155,4 @@ class AtOnceContestant(Contestant):
         self.pending, self.deltas = [], {}
 
     def footprint(self) -> int:
-        return sum(d.numel() * d.element_size() for d in self.deltas.values())
+        return _dense_bytes(self.deltas)
