@@ -113,12 +113,13 @@ def path(model: nn.Module, w_a: Mapping[str, torch.Tensor], w_b: Mapping[str, to
 def norm_ratio(points: Mapping[str, torch.Tensor], w_a: Mapping[str, torch.Tensor],
                w_b: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """For stacked points (key -> [m, *shape]): each point's tensor norm divided by the endpoints'
-    interpolated norm (1 − t)‖a‖ + t‖b‖, averaged over the keys -> [m] (1 = no shrinkage)."""
+    interpolated norm (1 − t)‖a‖ + t‖b‖, averaged over the keys -> [m] on the CPU (1 = no shrinkage),
+    ready to plot wherever the points live."""
     keys = list(points)
     m = points[keys[0]].shape[0]
     t = torch.linspace(0, 1, m, dtype=torch.float64)
     ratios = []
     for k in keys:
-        ends = (1 - t) * w_a[k].double().norm() + t * w_b[k].double().norm()
-        ratios.append(points[k].double().flatten(1).norm(dim=1) / ends.clamp_min(1e-12))
+        ends = (1 - t) * w_a[k].double().norm().cpu() + t * w_b[k].double().norm().cpu()
+        ratios.append(points[k].double().flatten(1).norm(dim=1).cpu() / ends.clamp_min(1e-12))
     return torch.stack(ratios).mean(0)
