@@ -11,7 +11,9 @@
   the loop timed against itself (both computed here on the notebook's 256 sinusoid tasks);
 * "panels": both panels without their input checks (computed here);
 * "in-context learning": the transformer never meta-trained, read with K examples in its context
-  against none, on the notebook's smoke test tasks (computed here).
+  against none, on the notebook's smoke test tasks (computed here);
+* "MTL": no transfer and no meta-training, i.e. the row "MTL, untrained backbone" the recorded run
+  measured; against itself its paired difference is exactly 0 on every episode.
 """
 from __future__ import annotations
 
@@ -81,6 +83,7 @@ def _digit_nulls(recorded: dict[str, float]) -> dict[str, dict[str, float]]:
            "ANIL (conv)": against_start("ANIL (conv)", "conv, random init", [])}
     for name in DFML:
         out[name] = against_start(name, "random init", ["(a) weight average"])
+    out["MTL"] = against_start("MTL", "MTL, untrained backbone", ["MAML (conv), 25 steps"])
     d = digits.load()
     meta_pool = pools.augmented_pool(d.train, digits.META_TRAIN_CLASSES)
     held_pool = pools.augmented_pool(d.val, digits.META_TRAIN_CLASSES)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from lfmlab.core.registry import MethodInfo
-from lfmlab.meta import anil, bidf_mkd, dfml, icl, maml, protonet, purer
+from lfmlab.meta import anil, bidf_mkd, dfml, icl, maml, mtl, protonet, purer
 
 __all__ = ["METHODS"]
 
@@ -20,6 +20,8 @@ METHODS: dict[str, MethodInfo] = {m.name: m for m in [
                "Garg et al. 2022", "§5.1", icl.meta_train, icl.ICLResult, _NB, icl.ICLConfig),
     MethodInfo("ANIL", "MAML that adapts the head only", "Raghu et al. 2020", "§5.1", anil.meta_train,
                maml.MetaResult, _NB, maml.MAMLConfig),
+    MethodInfo("MTL", "transfer a pretrained network; meta-learn per-channel scaling and shifting of its weights",
+               "Sun et al. 2019", "§5.1", mtl.mtl, mtl.MTLResult, _NB, mtl.MTLConfig),
     MethodInfo("ProtoNet", "classify by the nearest class mean in a learned embedding", "Snell et al. 2017", "§5.1",
                protonet.train, protonet.ProtoResult, _NB, protonet.ProtoConfig),
     MethodInfo("DFML (inversion)", "meta-train on images inverted from a zoo of trained models",
