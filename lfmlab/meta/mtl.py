@@ -250,6 +250,14 @@ def meta_gradient(model: SSNet, params: maml.Params, tasks, config: MTLConfig) -
     return value, g
 
 
+def _features(model: SSNet, x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+    """The features of images x [T, S, 1, 8, 8] -> [T, S, F], a chunk of images at a time (the
+    convolutions' activations of 600 episodes at once would take about 0.8 GB)."""
+    flat = x.flatten(0, 1)
+    out = torch.cat([model(flat[i:i + chunk], features_only=True) for i in range(0, len(flat), chunk)])
+    return out.view(*x.shape[:2], -1)
+
+
 def adaptation(model: SSNet, tasks, steps: int = 5, lr: float | None = None) -> maml.Adaptation:
     """Meta-test: fit the head on each task's support set and record the query loss and accuracy
     after 0..``steps`` steps, [steps + 1, T]; the same numbers as ``maml.adaptation(model, tasks,
@@ -270,8 +278,7 @@ def adaptation(model: SSNet, tasks, steps: int = 5, lr: float | None = None) -> 
         return torch.stack(losses), torch.stack(accs)
 
     with torch.no_grad():
-        fs = model(sx.flatten(0, 1), features_only=True).view(*sx.shape[:2], -1)
-        fq = model(qx.flatten(0, 1), features_only=True).view(*qx.shape[:2], -1)
+        fs, fq = _features(model, sx), _features(model, qx)
         loss, acc = vmap(one)(fs, sy, fq, qy)                          # [T, steps + 1]
     return maml.Adaptation(loss.T.contiguous(), acc.T.contiguous())
 
@@ -289,9 +296,7 @@ def failure_classes(model: SSNet, tasks: pools.Episodes, config: MTLConfig,
         return torch.zeros(config.n_way, device=hit.device).index_add(0, qy, hit)
 
     with torch.no_grad():
-        fs = model(sx.flatten(0, 1), features_only=True).view(*sx.shape[:2], -1)
-        fq = model(qx.flatten(0, 1), features_only=True).view(*qx.shape[:2], -1)
-        per_label = vmap(one)(fs, sy, fq, qy)                                   # [T, n_way]
+        per_label = vmap(one)(_features(model, sx), sy, _features(model, qx), qy)   # [T, n_way]
     gen_dev = generator.device if generator is not None else torch.device("cpu")
     jitter = torch.rand(per_label.shape, generator=generator, device=gen_dev).to(per_label.device) * 0.5
     worst = (per_label + jitter).argmin(1)          # counts are whole numbers: the jitter only breaks ties
