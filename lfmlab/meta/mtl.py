@@ -177,7 +177,7 @@ class SSNet(nn.Module):
 class MTLResult:
     """``model``: the meta-trained :class:`SSNet`; ``start``: the same pretrained network before
     meta-training (Φ_S1 = 1, Φ_S2 = 0); ``names``: the parameters the inner loop adapts (evaluate
-    with ``maml.adaptation(..., names=names, lr=config.inner_lr, steps=config.inner_steps)``);
+    with :func:`adaptation`, or ``maml.adaptation(..., names=names, lr=config.inner_lr)``: the same numbers);
     ``losses`` [iterations]: meta-loss per outer step; ``hard`` [iterations]: which steps were
     hard-task batches; ``pretrain_accuracy``: phase 1's accuracy on its own 40 classes (held-out
     images when given)."""
@@ -262,7 +262,7 @@ def adaptation(model: SSNet, tasks, steps: int = 5, lr: float | None = None) -> 
     """Meta-test: fit the head on each task's support set and record the query loss and accuracy
     after 0..``steps`` steps, [steps + 1, T]; the same numbers as ``maml.adaptation(model, tasks,
     cross_entropy, steps, lr, names=HEAD, metric=accuracy)`` (tested), with the frozen features
-    computed once. ``lr`` defaults to β of the model's config (4 on normalised features)."""
+    computed once. ``lr`` defaults to :class:`MTLConfig`'s β (4, for features of mean norm 1)."""
     lr = MTLConfig.inner_lr if lr is None else lr
     sx, sy, qx, qy = tasks
     w0, b0 = model.head.weight.detach(), model.head.bias.detach()
