@@ -14,6 +14,8 @@
   against none, on the notebook's smoke test tasks (computed here);
 * "MTL": no transfer and no meta-training, i.e. the row "MTL, untrained backbone" the recorded run
   measured; against itself its paired difference is exactly 0 on every episode.
+* "task-embedding network": eqs. 13-14 never fitted (0 Adam steps: f_φ(e) is the plain weight
+  average for every embedding), on the notebook's smoke zoo (computed here).
 """
 from __future__ import annotations
 
@@ -90,6 +92,18 @@ def _digit_nulls(recorded: dict[str, float]) -> dict[str, dict[str, float]]:
     untrained = dfml.train_zoo(meta_pool, held_pool, lambda m: nets.classifier(8, 5, seed=1000 + m), n_models=4,
                                steps=0, generator=gen(70))
     out["task zoo"] = {"zoo/mean held-out accuracy": float(untrained.accuracy.mean())}
+    from lfmlab.meta import task_embedding
+    from lfmlab.meta.common import ci95
+
+    zoo = dfml.train_zoo(meta_pool, held_pool, lambda m: nets.classifier(8, 5, seed=1000 + m), n_models=4,
+                         steps=50, generator=gen(70), disjoint=True)           # the notebook's smoke zoo
+    unfitted = task_embedding.fit(zoo, task_embedding.TENConfig(steps=0), generator=gen(74)).network
+    hits = {name: task_embedding.own_task_accuracy(zoo, held_pool, models) for name, models in
+            (("zoo", zoo.models), ("TEN", [unfitted.regenerate(i) for i in range(len(zoo))]),
+             ("average", [dfml.weight_average(zoo)] * len(zoo)))}
+    out["task-embedding network"] = {
+        "zoo − task-embedding network/own task, mean": float((hits["zoo"] - hits["TEN"]).mean()),
+        "task-embedding network − weight average/own task, CI low": ci95((hits["TEN"] - hits["average"]).flatten()).low}
     return out
 
 

@@ -4,6 +4,8 @@
   :mod:`anil` — the head-only inner loop; :mod:`protonet` — prototypical networks;
 * data-free: :mod:`dfml` (a zoo of task models, weight averaging, inversion then MAML),
   :mod:`purer` (progressively harder pseudo-episodes), :mod:`bidf_mkd` (black-box zoo models);
+  :mod:`task_embedding` (Wang et al.'s network from task embeddings to the zoo's weights);
+* :mod:`mtl` (meta-transfer learning); :mod:`icl` (in-context learning on sinusoids);
 * tasks and networks: :mod:`sinusoid`, :mod:`pools` (digits episodes), :mod:`nets`, :mod:`common`;
 * :mod:`registry` — :data:`METHODS`, every method with its paper and config.
 """

@@ -7,7 +7,8 @@ method** fails it (``tests/null_methods_meta.py``):
   the starting initialisation, adapted the same way (the notebook's "random init" rows measure exactly that);
 * ProtoNet -> its embedding never trained; the task zoo -> models never trained; in-context
   learning -> the transformer never meta-trained; MTL -> no transfer and no meta-training (its
-  network untrained, Φ_S1 = 1, Φ_S2 = 0, the same head-only inner loop);
+  network untrained, Φ_S1 = 1, Φ_S2 = 0, the same head-only inner loop); the task-embedding
+  network -> eqs. 13-14 never fitted (f_φ(e) = the plain weight average for every e);
 * the vmapped exact meta-gradient -> a first-order one (the Hessian term dropped);
 * the vmap speed-up -> the loop timed against itself; the panels -> panels without checks.
 
@@ -76,6 +77,14 @@ CLAIMS: list[Claim] = [
           lambda m: min(m["MTL − MAML (conv), 25 steps/5-shot, CI low"],
                         m["MTL − MTL, untrained backbone/5-shot, CI low"]),
           ">", 0.0, about=("MTL",), fmt=".3f"),
+    # The task-embedding network (eqs. 13-14) fuses the zoo: f_φ(e_i) regenerates model i, the plain weight
+    # average (= the unfitted network, its null) cannot. Smoke, SEED 0-4: zoo − TEN 0.000 (TEN − average CI
+    # low see the closing note); the null measures the average's gap to the zoo and exactly 0.
+    Claim("task-embedding network: f_φ(e_i) keeps each zoo model's own-task accuracy (mean gap ≤ 0.02)",
+          "zoo − task-embedding network/own task, mean", "<=", 0.02, about=("task-embedding network",), fmt=".3f"),
+    Claim("task-embedding network: the plain weight average does not (own-task accuracy, paired CI low > 0.3)",
+          "task-embedding network − weight average/own task, CI low", ">", 0.3,
+          about=("task-embedding network",), fmt=".3f"),
     # --- full budgets -------------------------------------------------------------------------
     Claim("sinusoid: MAML's 1-step MSE ≥ 3× lower than the pretrained baseline's",
           _ratio("sine/pretrained/MSE, 1 step", "sine/MAML/MSE, 1 step"), ">=", 3.0, about=("MAML",),

@@ -6,9 +6,10 @@ tasks with *new* classes. Three ways, from least to most use of what the models 
 
 (a) **weight space** (:func:`weight_average`): θ = (1/N) Σ_m θ_m, or Reptile over the zoo,
     θ ← θ + ε (θ_m - θ) one model at a time (Nichol et al. 2018 with the task solutions given).
-    Wang et al. 2022 (survey [174], eq. 13-14) fit a network that predicts the θ_m; the mean is
-    its simplest case. Independently trained networks are not aligned (their hidden units and
-    their label orders are permuted), so their mean is a poor model: the baseline to beat.
+    Wang et al. 2022 (survey [174], eqs. 13-14) fit a network that predicts the θ_m from learned
+    task embeddings (:mod:`lfmlab.meta.task_embedding`); unfitted, it is the mean.
+    Independently trained networks are not aligned (their hidden units and their label orders
+    are permuted), so their mean is a poor model: the baseline to beat.
 (b) **white-box model inversion, then MAML** (the baseline of PURER, Hu et al. CVPR 2023,
     survey [189]): :func:`invert_zoo` turns every model into pseudo-images of each of its
     labels with :mod:`lfmlab.core.inversion`; each (model, label) becomes a pseudo-class;

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from lfmlab.core.registry import MethodInfo
-from lfmlab.meta import anil, bidf_mkd, dfml, icl, maml, mtl, protonet, purer
+from lfmlab.meta import anil, bidf_mkd, dfml, icl, maml, mtl, protonet, purer, task_embedding
 
 __all__ = ["METHODS"]
 
@@ -29,6 +29,10 @@ METHODS: dict[str, MethodInfo] = {m.name: m for m in [
                "§5.2", dfml.meta_train, maml.MetaResult, _NB, maml.MAMLConfig),
     MethodInfo("PURER", "episodes from inverted data, made harder as meta-training goes on", "Hu et al. 2023",
                "§5.2", purer.purer, purer.PURERResult, _NB, purer.PURERConfig),
+    MethodInfo("Task-embedding network", "fit one network that maps a learned embedding of each zoo model "
+               "to its weights (eqs. 13-14); read the meta-initialisation at the mean embedding",
+               "Wang et al. 2022", "§5.2", task_embedding.fit, task_embedding.TENResult, _NB,
+               task_embedding.TENConfig),
     MethodInfo("BiDf-MKD", "distil black-box zoo models into the meta-model with zero-order inversion",
                "Hu et al. 2023", "§5.2", bidf_mkd.bidf_mkd, bidf_mkd.BiDfMKDResult, _NB, bidf_mkd.BiDfMKDConfig),
 ]}
