@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from lfmlab.data import digits
 from lfmlab.meta import dfml, nets, pools
 from lfmlab.meta import task_embedding as te
 
@@ -63,8 +64,7 @@ def test_the_centre_is_f_at_the_mean_embedding_and_a_new_module_each_time():
 
 
 def test_own_task_accuracy_reads_each_model_on_its_own_classes():
-    pool = pools.augmented_pool(__import__("lfmlab.data.digits", fromlist=["load"]).load().val,
-                                list(range(5)))[:10]
+    pool = pools.augmented_pool(digits.load().val, digits.META_TRAIN_CLASSES)[:10]
     zoo = dfml.train_zoo(pool, pool, lambda m: nets.classifier(4, 5, seed=m), n_models=2, steps=20,
                          generator=gen(), disjoint=True)
     hits = te.own_task_accuracy(zoo, pool, zoo.models)

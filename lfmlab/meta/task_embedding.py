@@ -49,6 +49,7 @@ import torch
 from torch import nn
 
 from lfmlab import validate
+from lfmlab.core import state
 from lfmlab.meta.dfml import Zoo
 from lfmlab.progress import progress
 
@@ -75,8 +76,9 @@ class TENConfig:
 
 
 def flatten(model: nn.Module) -> torch.Tensor:
-    """Every parameter of ``model`` in one vector (``named_parameters`` order), detached."""
-    return torch.cat([p.detach().reshape(-1) for _, p in model.named_parameters()])
+    """Every floating-point weight of ``model`` in one vector (``state_dict`` order), detached."""
+    sd = state.state_of(model)
+    return state.flatten(sd, state.merge_keys([sd]))
 
 
 class TaskEmbeddingNet(nn.Module):
@@ -91,8 +93,8 @@ class TaskEmbeddingNet(nn.Module):
         self.template = copy.deepcopy(template).eval()
         for p in self.template.parameters():
             p.requires_grad_(False)
-        self.names = [n for n, _ in self.template.named_parameters()]
-        self.shapes = [p.shape for _, p in self.template.named_parameters()]
+        self.like = state.state_of(self.template)
+        self.keys = state.merge_keys([self.like])
         self.register_buffer("mean", mean.detach().clone())
         dev = mean.device
         gen_dev = generator.device if generator is not None else torch.device("cpu")
@@ -110,24 +112,13 @@ class TaskEmbeddingNet(nn.Module):
         """f_φ(e): e [..., d] -> weights [..., P]."""
         return self.mean + self.out(torch.tanh(self.hidden(e)))
 
-    def weights(self, vector: torch.Tensor) -> dict[str, torch.Tensor]:
-        """A weight vector [P] as the template's named parameters."""
-        out, i = {}, 0
-        for name, shape in zip(self.names, self.shapes):
-            n = shape.numel()
-            out[name] = vector[i:i + n].view(shape)
-            i += n
-        return out
-
     def from_vector(self, vector: torch.Tensor) -> nn.Module:
         """A new module (the template's architecture) holding the weight vector [P]."""
-        net = copy.deepcopy(self.template)
-        with torch.no_grad():
-            for name, value in self.weights(vector.detach().to(self.mean.device)).items():
-                net.get_parameter(name).copy_(value)
+        weights = state.unflatten(vector.detach().to(self.mean.device), self.like, self.keys)
+        net = state.with_state(self.template, {**self.like, **weights})
         for p in net.parameters():
             p.requires_grad_(True)
-        return net.eval()
+        return net
 
     def model(self, e: torch.Tensor) -> nn.Module:
         """A new module holding f_φ(e)."""
@@ -157,16 +148,16 @@ class TENResult:
 
 
 def _zoo_vectors(models: Sequence[nn.Module]) -> torch.Tensor:
-    if isinstance(models, Zoo):
-        models = models.models
+    """The zoo's weights θ_i as rows [N, P], after checking that they can be fused."""
     if len(models) < 2:
         raise ValueError(f"the task-embedding network fuses a zoo: give it at least 2 models, not {len(models)}")
-    names = [[n for n, _ in m.named_parameters()] for m in models]
-    shapes = [[tuple(p.shape) for _, p in m.named_parameters()] for m in models]
-    if any(n != names[0] or s != shapes[0] for n, s in zip(names, shapes)):
-        raise ValueError("the zoo's models must share one architecture (the same parameter names and shapes): "
-                         "f_φ predicts one weight vector layout")
-    thetas = torch.stack([flatten(m) for m in models])
+    states = [state.state_of(m) for m in models]
+    try:
+        keys = state.merge_keys(states)
+    except ValueError as err:
+        raise ValueError(f"the zoo's models must share one architecture (f_φ predicts one weight layout): {err}") \
+            from None
+    thetas = torch.stack([state.flatten(sd, keys) for sd in states])
     validate.finite("the zoo's weights", thetas)
     return thetas
 
@@ -176,10 +167,10 @@ def fit(models: Sequence[nn.Module] | Zoo, config: TENConfig | None = None,
     """Eqs. 13-14: fit f_φ and the task embeddings e_i to the zoo's weights θ_i (a :class:`Zoo` or a
     list of models of one architecture). The models are not changed."""
     cfg = config or TENConfig()
+    models = models.models if isinstance(models, Zoo) else list(models)
     thetas = _zoo_vectors(models)
-    first = models.models[0] if isinstance(models, Zoo) else models[0]
     mean = thetas.mean(0)
-    net = TaskEmbeddingNet(first, mean, len(thetas), cfg, generator)
+    net = TaskEmbeddingNet(models[0], mean, len(thetas), cfg, generator)
     params = [net.embeddings, *net.hidden.parameters(), *net.out.parameters()]
     opt = torch.optim.Adam(params, lr=cfg.lr)
     decay = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1 - s / max(cfg.steps, 1))
